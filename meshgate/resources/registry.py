@@ -7,7 +7,7 @@ per-kind code. Adding a kind is adding one descriptor.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +55,18 @@ class Column:
     value: Callable[[Mapping[str, Any]], str]
 
 
+@dataclass(frozen=True, slots=True)
+class UniqueKey:
+    """A value no two resources of a kind may share (an anycast VIP and port, say)."""
+
+    key: Hashable
+    path: tuple[str | int, ...]  # relative to spec
+    shown: str
+
+
+Lookup = Callable[[str, str], Resource | None]
+
+
 def _no_references(_spec: Any) -> Iterable[Reference]:
     return ()
 
@@ -75,6 +87,9 @@ class KindDescriptor:
     references: Callable[[Any], Iterable[Reference]] = _no_references
     # Rules that need the whole resource (name against spec), paths from the document root.
     checks: Callable[[Resource], Iterable[PathMessage]] = lambda _resource: ()
+    # Rules against the resources it references (whose existence is already checked).
+    relations: Callable[[Resource, Lookup], Iterable[PathMessage]] = lambda _r, _lookup: ()
+    unique_keys: Callable[[Any], Iterable[UniqueKey]] = lambda _spec: ()
     # For GLOBAL_TO_ZONE kinds: the zones that receive a resource (None: every zone).
     target_zones: Callable[[Any], frozenset[str] | None] = lambda _spec: None
     columns: tuple[Column, ...] = ()

@@ -32,6 +32,7 @@ REGISTRY = Registry(
         system.MESH_CA,
         system.SIGNING_KEY,
         system.ADMIN_CREDENTIAL,
+        system.WRITE_FENCE,
     ]
 )
 

@@ -9,14 +9,18 @@ from pydantic import Field
 
 from meshgate.resources.fields import DnsLabel, Hostname, IPAddress, Name, Port
 from meshgate.resources.kinds._columns import spec_field
-from meshgate.resources.model import PathMessage, Spec
+from meshgate.resources.kinds.secret import SecretSpec
+from meshgate.resources.kinds.service import ServiceSpec
+from meshgate.resources.model import PathMessage, Resource, Spec
 from meshgate.resources.registry import (
     Column,
     KindDescriptor,
     Owner,
+    Lookup,
     Reference,
     Scope,
     SyncDirection,
+    UniqueKey,
 )
 
 PublicProtocol = Literal["http", "https", "tcp", "tls-passthrough"]
@@ -91,6 +95,29 @@ def _references(spec: GlobalServiceSpec) -> Iterable[Reference]:
         yield Reference("Zone", pref.zone, ("zones", i, "zone"))
 
 
+def _relations(resource: Resource, lookup: Lookup) -> Iterator[PathMessage]:
+    spec = resource.spec_as(GlobalServiceSpec)
+    service = lookup("Service", spec.service)
+    if service is not None:
+        ports = service.spec_as(ServiceSpec)
+        names = ", ".join(p.name for p in ports.ports)
+        for i, port in enumerate(spec.ports):
+            if ports.port_named(port.target_port) is None:
+                yield ("spec", "ports", i, "targetPort"), (
+                    f"Service {spec.service!r} has no port named {port.target_port!r} (it has: {names})"
+                )
+    if spec.certificate_ref is not None:
+        secret = lookup("Secret", spec.certificate_ref)
+        if secret is not None and secret.spec_as(SecretSpec).type != "tls":
+            yield ("spec", "certificateRef"), f"Secret {spec.certificate_ref!r} is not of type tls"
+
+
+def _unique_keys(spec: GlobalServiceSpec) -> Iterator[UniqueKey]:
+    for i, vip in enumerate(spec.vips):
+        for port in spec.ports:
+            yield UniqueKey(("listener", vip, port.port), ("vips", i), f"{vip} port {port.port}")
+
+
 def _listeners(doc: object) -> str:
     spec = doc.get("spec", {}) if isinstance(doc, dict) else {}
     return ",".join(f"{p['port']}/{p['protocol']}" for p in spec.get("ports", []))
@@ -106,6 +133,8 @@ DESCRIPTOR = KindDescriptor(
     short_names=("gsvc", "globalservice"),
     dns_label_name=True,
     references=_references,
+    relations=_relations,
+    unique_keys=_unique_keys,
     columns=(
         Column("SERVICE", spec_field("service")),
         Column("VIPS", spec_field("vips")),

@@ -43,6 +43,12 @@ class AdminCredentialSpec(Spec):
     created_by: str = ""
 
 
+class WriteFenceSpec(Spec):
+    """Bumped by every operator write: replicas validating against stale state lose the race."""
+
+    serial: int = Field(ge=0)
+
+
 MESH_CA = KindDescriptor(
     kind="MeshCA",
     plural="meshcas",
@@ -68,6 +74,15 @@ ADMIN_CREDENTIAL = KindDescriptor(
     kind="AdminCredential",
     plural="admincredentials",
     spec_type=AdminCredentialSpec,
+    scope=Scope.GLOBAL,
+    owner=Owner.SYSTEM,
+    sync=SyncDirection.NONE,
+)
+
+WRITE_FENCE = KindDescriptor(
+    kind="WriteFence",
+    plural="writefences",
+    spec_type=WriteFenceSpec,
     scope=Scope.GLOBAL,
     owner=Owner.SYSTEM,
     sync=SyncDirection.NONE,

@@ -1,0 +1,1 @@
+"""The global control plane: where operators define global services and policy."""

@@ -1,0 +1,1 @@
+"""The global CP's HTTP API (aiohttp): resources, watch, tokens, OpenAPI, health."""

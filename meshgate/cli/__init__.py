@@ -1,0 +1,1 @@
+"""The ``meshgate`` command line."""

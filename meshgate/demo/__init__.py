@@ -1,0 +1,1 @@
+"""``meshgate demo``: a whole mesh on one machine with the embedded defaults."""

@@ -1,0 +1,114 @@
+"""Rules across resources: references that must resolve, values that must not collide,
+fields that cannot change. Checked against the state the apply would leave behind."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from meshgate.resources.kinds import REGISTRY
+from meshgate.resources.model import PathMessage, Resource
+from meshgate.resources.registry import Owner, Scope
+from meshgate.resources.violations import Violation, format_path
+
+Key = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One document of an apply: a resource to write, or a key to delete."""
+
+    index: int
+    key: Key
+    resource: Resource | None  # None: delete
+
+
+def check(changes: Sequence[Change], state: Mapping[Key, Resource]) -> list[Violation]:
+    """Violations the changes would cause, each attributed to the document that causes it."""
+    after = dict(state)
+    for change in changes:
+        if change.resource is None:
+            after.pop(change.key, None)
+        else:
+            after[change.key] = change.resource
+    index_of = {c.key: c.index for c in changes}
+    out: list[Violation] = []
+    for resource in after.values():
+        refs = _references(resource)
+        broken_by = sorted({index_of[r] for r in refs if r in index_of} - {index_of.get(resource.key)})
+        if resource.key not in index_of and not broken_by:
+            continue
+        for path, message in _problems(resource, after):
+            if resource.key in index_of:
+                out.append(_at(index_of[resource.key], resource.key, path, message))
+            for index in broken_by:
+                key = next(c.key for c in changes if c.index == index)
+                shown = f"would break {resource.kind}/{resource.name}: {format_path(path)}: {message}"
+                out.append(_at(index, key, (), shown))
+    out.extend(_immutable(changes, state))
+    out.extend(_collisions(changes, after))
+    return sorted(out, key=lambda v: (v.document or 0, v.path))
+
+
+def cascade(deleted: Iterable[Key], state: Mapping[Key, Resource]) -> list[Key]:
+    """Zone-reported resources that go with a deleted Zone."""
+    zones = {name for kind, name in deleted if kind == "Zone"}
+    out = []
+    for key, resource in state.items():
+        descriptor = REGISTRY[resource.kind]
+        if descriptor.owner is Owner.ZONE and descriptor.scope is Scope.ZONE:
+            if descriptor.zone_of(resource) in zones:
+                out.append(key)
+    return sorted(out)
+
+
+def _references(resource: Resource) -> set[Key]:
+    return {(r.kind, r.name) for r in REGISTRY[resource.kind].references(resource.spec)}
+
+
+def _problems(resource: Resource, after: Mapping[Key, Resource]) -> list[PathMessage]:
+    descriptor = REGISTRY[resource.kind]
+    problems: list[PathMessage] = []
+    for ref in descriptor.references(resource.spec):
+        if (ref.kind, ref.name) not in after:
+            problems.append((("spec", *ref.path), f"{ref.kind} {ref.name!r} does not exist"))
+    problems.extend(descriptor.relations(resource, lambda kind, name: after.get((kind, name))))
+    return problems
+
+
+def _immutable(changes: Sequence[Change], state: Mapping[Key, Resource]) -> Iterable[Violation]:
+    for change in changes:
+        old = state.get(change.key)
+        if change.resource is None or old is None:
+            continue
+        descriptor = REGISTRY[change.key[0]]
+        new_spec, old_spec = change.resource.spec_dict(), old.spec_dict()
+        for field in descriptor.immutable_fields:
+            if new_spec.get(field) != old_spec.get(field):
+                yield _at(
+                    change.index, change.key, ("spec", field),
+                    f"cannot change after creation (it is {old_spec.get(field)!r}); "
+                    "delete and recreate to change it",
+                )
+
+
+def _collisions(changes: Sequence[Change], after: Mapping[Key, Resource]) -> Iterable[Violation]:
+    owners: dict[object, list[Key]] = {}
+    for resource in after.values():
+        for unique in REGISTRY[resource.kind].unique_keys(resource.spec):
+            owners.setdefault((resource.kind, unique.key), []).append(resource.key)
+    for change in changes:
+        if change.resource is None:
+            continue
+        resource = change.resource
+        for unique in REGISTRY[resource.kind].unique_keys(resource.spec):
+            others = [k for k in owners[(resource.kind, unique.key)] if k != resource.key]
+            if others:
+                yield _at(
+                    change.index, change.key, ("spec", *unique.path),
+                    f"{unique.shown} is already used by {others[0][0]}/{others[0][1]}",
+                )
+
+
+def _at(index: int, key: Key, path: tuple[str | int, ...], message: str) -> Violation:
+    return Violation(format_path(path), message, index, key[0], key[1])

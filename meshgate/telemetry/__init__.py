@@ -1,0 +1,1 @@
+"""Logs (JSON lines) and metrics helpers shared by every component."""
