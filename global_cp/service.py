@@ -102,8 +102,11 @@ class ResourceService:
             if violations:
                 raise ValidationFailed(violations)
             all_ops = ops + [Delete(*k) for k in cascaded]
+            predicted = _predict(all_ops, state, listing.revision)
             if dry_run:
-                return _predict(all_ops, state, listing.revision)
+                return predicted
+            if all(item.outcome is Outcome.UNCHANGED for item in predicted.items):
+                return WriteReport(False, listing.revision, predicted.items)  # nothing to write
             try:
                 result = await self._store.apply([*all_ops, _fence(state.get(FENCE_KEY))])
             except Conflict as conflict:
@@ -148,6 +151,8 @@ def _predict(ops: Sequence[Op], state: dict[tuple[str, str], Resource], revision
             planning.plan_delete(op, current)
             items.append(ItemResult(*key, Outcome.DELETED, None))
         else:
-            outcome, _ = planning.plan_put(op, current, "")
-            items.append(ItemResult(*key, outcome, current.revision if current else None))
+            outcome, planned = planning.plan_put(op, current, "")
+            unchanged = outcome is Outcome.UNCHANGED
+            items.append(ItemResult(*key, outcome, current.revision if current else None,
+                                    planned if unchanged else None))
     return WriteReport(True, revision, tuple(items))

@@ -3,7 +3,6 @@ a newcomer must see at the server. Zone CPs verify them offline with the public 
 
 from __future__ import annotations
 
-import secrets
 from datetime import timedelta
 from typing import Literal
 
@@ -29,6 +28,10 @@ class TokenRequest(BaseModel):
     mesh: DnsLabel = "default"
 
 
+class TtlTooLong(ValueError):
+    pass
+
+
 class TokenIssuer:
     def __init__(self, store: Store, key: Ed25519PrivateKey, key_id: str, clock: Clock) -> None:
         self._store, self._key, self._key_id, self._clock = store, key, key_id, clock
@@ -36,16 +39,14 @@ class TokenIssuer:
     async def issue(self, request: TokenRequest) -> tuple[str, join_tokens.JoinTokenClaims]:
         ttl = timedelta(seconds=parse_duration(request.ttl))
         if ttl > MAX_TTL:
-            raise ValueError(f"ttl: at most {MAX_TTL.days} days")
+            raise TtlTooLong(f"at most {MAX_TTL.days} days")
         ca = (await self._store.get("MeshCA", request.mesh)).spec_as(MeshCASpec)
-        now = self._clock.now()
-        claims = join_tokens.JoinTokenClaims(
+        claims = join_tokens.JoinTokenClaims.new(
             role=request.role,
             zone=request.zone,
             mesh=request.mesh,
-            token_id=secrets.token_urlsafe(16),
-            issued_at=now,
-            expires_at=now + ttl,
+            now=self._clock.now(),
+            ttl=ttl,
             reusable=request.reusable,
             ca_fingerprint=ca.fingerprint,
             key_id=self._key_id,

@@ -11,7 +11,7 @@ from meshgate.resources.validation import pydantic_violations
 from meshgate.resources.violations import ValidationFailed, Violation
 
 from global_cp.api.state import state_of
-from global_cp.tokens import TokenRequest
+from global_cp.tokens import TokenRequest, TtlTooLong
 
 
 async def create_token(request: web.Request) -> web.Response:
@@ -24,8 +24,8 @@ async def create_token(request: web.Request) -> web.Response:
         raise ValidationFailed(pydantic_violations(exc, ())) from None
     try:
         token, claims = await state.issuer.issue(wanted)
-    except ValueError as exc:
-        raise ValidationFailed([Violation("ttl", str(exc).removeprefix("ttl: "))]) from None
+    except TtlTooLong as exc:
+        raise ValidationFailed([Violation("ttl", str(exc))]) from None
     return web.json_response(
         {
             "token": token,

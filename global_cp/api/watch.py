@@ -42,23 +42,34 @@ async def watch(request: web.Request) -> web.StreamResponse:
             raise item
         response = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
         await response.prepare(request)
-        while True:
-            if isinstance(item, WatchEvent):
-                await response.write(_line(item))
-            elif isinstance(item, Exception):
-                await response.write(json.dumps({"type": "ERROR", "message": str(item)}).encode() + b"\n")
-                break
-            elif item is None and pump.done():
-                break
-            else:
-                await response.write(b'{"type":"HEARTBEAT"}\n')
-            item = await _next(queue, state.heartbeat)
+        with contextlib.suppress(ConnectionError):  # the client went away: nothing to say
+            await _stream(response, queue, item, pump, state.heartbeat)
         return response
     finally:
         state.metrics.watchers.dec()
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await pump
+
+
+async def _stream(
+    response: web.StreamResponse,
+    queue: asyncio.Queue[Item],
+    item: Item,
+    pump: asyncio.Task[None],
+    heartbeat: float,
+) -> None:
+    while True:
+        if isinstance(item, WatchEvent):
+            await response.write(_line(item))
+        elif isinstance(item, Exception):
+            await response.write(json.dumps({"type": "ERROR", "message": str(item)}).encode() + b"\n")
+            return
+        elif item is None and pump.done():
+            return
+        else:
+            await response.write(b'{"type":"HEARTBEAT"}\n')
+        item = await _next(queue, heartbeat)
 
 
 async def _next(queue: asyncio.Queue[Item], timeout: float) -> Item:

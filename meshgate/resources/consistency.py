@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from meshgate.resources.kinds import REGISTRY
-from meshgate.resources.model import PathMessage, Resource
+from meshgate.resources.model import Resource
 from meshgate.resources.registry import Owner, Scope
 from meshgate.resources.violations import Violation, format_path
 
@@ -38,12 +38,16 @@ def check(changes: Sequence[Change], state: Mapping[Key, Resource]) -> list[Viol
         broken_by = sorted({index_of[r] for r in refs if r in index_of} - {index_of.get(resource.key)})
         if resource.key not in index_of and not broken_by:
             continue
-        for path, message in _problems(resource, after):
+        for path, message, missing in _problems(resource, after):
             if resource.key in index_of:
                 out.append(_at(index_of[resource.key], resource.key, path, message))
+                continue
             for index in broken_by:
                 key = next(c.key for c in changes if c.index == index)
-                shown = f"would break {resource.kind}/{resource.name}: {format_path(path)}: {message}"
+                if missing == key:
+                    shown = f"still referenced by {resource.kind}/{resource.name} ({format_path(path)})"
+                else:
+                    shown = f"would break {resource.kind}/{resource.name}: {format_path(path)}: {message}"
                 out.append(_at(index, key, (), shown))
     out.extend(_immutable(changes, state))
     out.extend(_collisions(changes, after))
@@ -66,13 +70,19 @@ def _references(resource: Resource) -> set[Key]:
     return {(r.kind, r.name) for r in REGISTRY[resource.kind].references(resource.spec)}
 
 
-def _problems(resource: Resource, after: Mapping[Key, Resource]) -> list[PathMessage]:
+Problem = tuple[tuple[str | int, ...], str, Key | None]  # path, message, missing reference
+
+
+def _problems(resource: Resource, after: Mapping[Key, Resource]) -> list[Problem]:
     descriptor = REGISTRY[resource.kind]
-    problems: list[PathMessage] = []
+    problems: list[Problem] = []
     for ref in descriptor.references(resource.spec):
         if (ref.kind, ref.name) not in after:
-            problems.append((("spec", *ref.path), f"{ref.kind} {ref.name!r} does not exist"))
-    problems.extend(descriptor.relations(resource, lambda kind, name: after.get((kind, name))))
+            problems.append(
+                (("spec", *ref.path), f"{ref.kind} {ref.name!r} does not exist", (ref.kind, ref.name))
+            )
+    lookup = lambda kind, name: after.get((kind, name))  # noqa: E731
+    problems.extend((path, msg, None) for path, msg in descriptor.relations(resource, lookup))
     return problems
 
 
