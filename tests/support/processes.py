@@ -1,0 +1,118 @@
+"""Real meshgate processes for integration tests: started, awaited, stopped by PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+MESHGATE = [sys.executable, "-m", "meshgate"]
+
+
+def wait_for(condition, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    """Poll ``condition`` until it returns something truthy, or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = condition()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - remembered for the failure message
+            last_error = exc
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
+
+
+class GlobalCPProcess:
+    """``meshgate global-cp run`` in its own process group, on a free port."""
+
+    def __init__(self, data_dir: Path, *, store: str | None = None, extra: Sequence[str] = ()) -> None:
+        self.data_dir = data_dir
+        self.store = store
+        self.extra = list(extra)
+        self.address_file = data_dir / "address"
+        self.log = data_dir / "global-cp.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.port = 0
+
+    def start(self, timeout: float = 30) -> GlobalCPProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.address_file.unlink(missing_ok=True)
+        listen = f"127.0.0.1:{self.port}"  # 0 on first start; the same port on restart
+        args = [*MESHGATE, "global-cp", "run", "--data-dir", str(self.data_dir), "--listen", listen,
+                "--address-file", str(self.address_file), *self.extra]
+        if self.store:
+            args += ["--store", self.store]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        self.url = wait_for(self._address, timeout, f"global CP address ({self.log})")
+        self.port = int(self.url.rsplit(":", 1)[1])
+        wait_for(self.ready, timeout, f"global CP ready ({self.tail()})")
+        return self
+
+    def _address(self) -> str | None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"global CP exited with {self.proc.returncode}: {self.tail()}")
+        return self.address_file.read_text().strip() if self.address_file.exists() else None
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:  # noqa: S310
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / "admin-token"
+
+    def token(self) -> str:
+        return self.token_file.read_text().strip()
+
+    def stop(self, timeout: float = 10) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"global CP ignored SIGTERM for {timeout}s") from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def tail(self, lines: int = 30) -> str:
+        if not self.log.exists():
+            return "(no log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+    def cli_env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MESHGATE_")}
+        env.update(MESHGATE_SERVER=self.url, MESHGATE_TOKEN_FILE=str(self.token_file))
+        return env
+
+
+def cli(args: Sequence[str], env: dict[str, str], stdin: str | None = None,
+        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MESHGATE, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
+        check=False,
+    )
+
+
+def cli_json(args: Sequence[str], env: dict[str, str]) -> object:
+    done = cli([*args, "-o", "json"], env)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
