@@ -12,7 +12,7 @@ import os
 import secrets
 from pathlib import Path
 
-TOKEN_PREFIX = "mgat_"
+TOKEN_PREFIX = "mgat_"  # noqa: S105 - a prefix, not a secret
 
 
 def new_token() -> str:
@@ -25,6 +25,16 @@ def token_hash(token: str) -> str:
 
 def matches(token: str, expected_hash: str) -> bool:
     return hmac.compare_digest(token_hash(token), expected_hash)
+
+
+def token_from_file_or_new(path: Path) -> str:
+    """The token in ``path`` (a store reset keeps honouring the operator's file), or a new
+    one written there first."""
+    if path.exists():
+        return path.read_text().strip()
+    token = new_token()
+    write_secret_file(path, token)
+    return token
 
 
 def write_secret_file(path: Path, content: str) -> None:

@@ -6,6 +6,7 @@ against one etcd end with one default mesh, one token key and one admin credenti
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +21,8 @@ from cryptography.hazmat.primitives.serialization import (
     load_pem_private_key,
 )
 
+from global_cp import auth
+from global_cp.mesh_ca import ensure_mesh_cas
 from meshgate.clock import Clock
 from meshgate.pki import join_tokens
 from meshgate.pki.kek import Kek
@@ -29,15 +32,12 @@ from meshgate.resources.model import Resource
 from meshgate.store.errors import AlreadyExists, NotFound
 from meshgate.store.interface import Store
 
-from global_cp import auth
-from global_cp.mesh_ca import ensure_mesh_cas
-
 log = logging.getLogger(__name__)
 
 DEFAULT_MESH = "default"
-TOKEN_KEY_NAME = "join-token"
+TOKEN_KEY_NAME = "join-token"  # noqa: S105 - a resource name
 ADMIN_NAME = "admin"
-TOKEN_KEY_PURPOSE = "join-token-signing-key"
+TOKEN_KEY_PURPOSE = "join-token-signing-key"  # noqa: S105 - a label
 
 
 @dataclass(frozen=True)
@@ -62,8 +62,7 @@ async def bootstrap(
     token_key, key_id = await _ensure_token_key(store, kek)
     written = await _ensure_admin(store, admin_token_file)
     hashes = frozenset(
-        r.spec_as(AdminCredentialSpec).token_sha256
-        for r in (await store.list("AdminCredential")).items
+        r.spec_as(AdminCredentialSpec).token_sha256 for r in (await store.list("AdminCredential")).items
     )
     return Bootstrapped(token_key, key_id, hashes, written)
 
@@ -86,9 +85,9 @@ async def _ensure_token_key(store: Store, kek: Kek) -> tuple[Ed25519PrivateKey, 
         pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
         spec = SigningKeySpec(
             algorithm="ed25519",
-            public_key=key.public_key().public_bytes(
-                Encoding.PEM, PublicFormat.SubjectPublicKeyInfo
-            ).decode(),
+            public_key=key.public_key()
+            .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+            .decode(),
             encrypted_private_key=kek.encrypt(pem, TOKEN_KEY_PURPOSE),
             kek_id=kek.id,
             key_id=join_tokens.key_id(key.public_key()),
@@ -98,9 +97,7 @@ async def _ensure_token_key(store: Store, kek: Kek) -> tuple[Ed25519PrivateKey, 
         except AlreadyExists:
             stored = await store.get("SigningKey", TOKEN_KEY_NAME)
     spec = stored.spec_as(SigningKeySpec)
-    private = load_pem_private_key(
-        kek.decrypt(spec.encrypted_private_key, TOKEN_KEY_PURPOSE), password=None
-    )
+    private = load_pem_private_key(kek.decrypt(spec.encrypted_private_key, TOKEN_KEY_PURPOSE), password=None)
     if not isinstance(private, Ed25519PrivateKey):
         raise TypeError("stored join-token key is not Ed25519")
     return private, spec.key_id
@@ -111,20 +108,14 @@ async def _ensure_admin(store: Store, token_file: Path) -> Path | None:
     so a crash between the two can never leave a credential nobody holds."""
     if (await store.list("AdminCredential")).items:
         return None
-    if token_file.exists():
-        # The store was reset but the operator's token file survived: keep honouring it.
-        token = token_file.read_text().strip()
-    else:
-        token = auth.new_token()
-        auth.write_secret_file(token_file, token)
+    token = await asyncio.to_thread(auth.token_from_file_or_new, token_file)
     spec = AdminCredentialSpec(token_sha256=auth.token_hash(token))
     try:
         await store.create(Resource("AdminCredential", ADMIN_NAME, spec))
     except AlreadyExists:
         # Another replica made its own first: ours is worthless, do not leave it lying around.
-        if auth.token_hash(token) != (await store.get("AdminCredential", ADMIN_NAME)).spec_as(
-            AdminCredentialSpec
-        ).token_sha256:
-            token_file.unlink(missing_ok=True)
+        winner = (await store.get("AdminCredential", ADMIN_NAME)).spec_as(AdminCredentialSpec)
+        if auth.token_hash(token) != winner.token_sha256:
+            await asyncio.to_thread(token_file.unlink, missing_ok=True)
         return None
     return token_file

@@ -85,9 +85,7 @@ class MeshCAReconciler:
         backoff = 0.2
         while True:
             try:
-                revision = await ensure_mesh_cas(
-                    self._store, self._kek, self._clock, root_ttl=self._root_ttl
-                )
+                revision = await ensure_mesh_cas(self._store, self._kek, self._clock, root_ttl=self._root_ttl)
                 async for _event in self._store.watch(from_revision=revision, kinds={"Mesh"}):
                     await ensure_mesh_cas(self._store, self._kek, self._clock, root_ttl=self._root_ttl)
                     backoff = 0.2

@@ -33,9 +33,7 @@ class Metrics:
             ["reason"],
             registry=self.registry,
         )
-        self.watchers = Gauge(
-            "meshgate_api_watchers", "Open watch streams.", registry=self.registry
-        )
+        self.watchers = Gauge("meshgate_api_watchers", "Open watch streams.", registry=self.registry)
         self.store_revision = Gauge(
             "meshgate_store_revision", "Store revision after the last write seen.", registry=self.registry
         )

@@ -7,14 +7,9 @@ import contextlib
 import logging
 import signal
 import ssl
+from typing import cast
 
 from aiohttp import web
-
-from meshgate.clock import Clock, SystemClock
-from meshgate.pki.kek import Kek
-from meshgate.store.errors import Unavailable
-from meshgate.store.interface import Store
-from meshgate.store.urls import open_store
 
 from global_cp import auth
 from global_cp.api.app import build_app
@@ -25,6 +20,11 @@ from global_cp.mesh_ca import MeshCAReconciler
 from global_cp.metrics import Metrics
 from global_cp.service import ResourceService
 from global_cp.tokens import TokenIssuer
+from meshgate.clock import Clock, SystemClock
+from meshgate.pki.kek import Kek
+from meshgate.store.errors import Unavailable
+from meshgate.store.interface import Store
+from meshgate.store.urls import open_store
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,10 @@ class GlobalCP:
         kek = Kek.load_or_create(config.kek)
         self._store = store = await open_store(config.store)
         self._state = state = AppState(
-            store=store, service=ResourceService(store), metrics=Metrics(), admin_hashes=set(),
+            store=store,
+            service=ResourceService(store),
+            metrics=Metrics(),
+            admin_hashes=set(),
             heartbeat=config.heartbeat,
         )
         app = build_app(state, max_body=config.max_body)
@@ -74,12 +77,16 @@ class GlobalCP:
             await self._bootstrap_task
 
     async def _bootstrap(self, kek: Kek) -> None:
-        assert self._store is not None and self._state is not None and self._reconciler
+        assert self._store is not None
+        assert self._state is not None
+        assert self._reconciler
         backoff = 0.2
         while True:
             try:
                 done = await bootstrap(
-                    self._store, kek, self.clock,
+                    self._store,
+                    kek,
+                    self.clock,
                     admin_token_file=self.config.admin_token,
                     trust_domain=self.config.trust_domain,
                     root_ttl=self.config.root_ttl,
@@ -140,8 +147,9 @@ async def run(config: GlobalCPConfig) -> None:
 
 
 def _url(site: web.TCPSite, tls: bool) -> str:
-    server = site._server  # noqa: SLF001 - aiohttp keeps the bound socket here
-    assert server is not None and server.sockets
+    server = cast(asyncio.Server | None, site._server)  # aiohttp keeps the bound socket here
+    assert server is not None
+    assert server.sockets
     host, port = server.sockets[0].getsockname()[:2]
     host = f"[{host}]" if ":" in host else host
     return f"{'https' if tls else 'http'}://{host}:{port}"
@@ -149,5 +157,3 @@ def _url(site: web.TCPSite, tls: bool) -> str:
 
 def _redact(url: str) -> str:
     return url.split("?", 1)[0]
-
-

@@ -8,9 +8,11 @@ both commit against the same state. The loser re-validates against the new state
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from global_cp.errors import PermissionDenied, TooBusy
 from meshgate.resources import consistency
 from meshgate.resources.kinds import REGISTRY
 from meshgate.resources.kinds.system import WriteFenceSpec
@@ -22,8 +24,6 @@ from meshgate.resources.violations import ValidationFailed, Violation
 from meshgate.store import planning
 from meshgate.store.errors import Conflict, NotFound
 from meshgate.store.interface import Delete, Expect, Listing, Op, Outcome, Put, Store
-
-from global_cp.errors import PermissionDenied, TooBusy
 
 FENCE_KEY = ("WriteFence", "operator")
 
@@ -71,8 +71,13 @@ class ResourceService:
         _operator_only(resources)
         if len(resources) > self.max_apply:
             raise ValidationFailed(
-                [Violation("", f"{len(resources)} resources in one apply; at most "
-                           f"{self.max_apply} fit one atomic write to this store: split the file")]
+                [
+                    Violation(
+                        "",
+                        f"{len(resources)} resources in one apply; at most "
+                        f"{self.max_apply} fit one atomic write to this store: split the file",
+                    )
+                ]
             )
         changes = [consistency.Change(i, r.key, r) for i, r in enumerate(resources)]
         return await self._write(changes, [Put(r, expect) for r in resources], dry_run)
@@ -88,7 +93,7 @@ class ResourceService:
         )
 
     async def _write(
-        self, changes: list[consistency.Change], ops: list[Op], dry_run: bool
+        self, changes: builtins.list[consistency.Change], ops: builtins.list[Op], dry_run: bool
     ) -> WriteReport:
         for _attempt in range(self._attempts):
             listing = await self._store.list()
@@ -115,7 +120,10 @@ class ResourceService:
                 raise
             items = tuple(
                 ItemResult(
-                    r.resource.kind, r.resource.name, r.outcome, r.resource.revision,
+                    r.resource.kind,
+                    r.resource.name,
+                    r.outcome,
+                    r.resource.revision,
                     None if r.outcome is Outcome.DELETED else r.resource,
                 )
                 for r in result.results[: len(all_ops)]
@@ -153,6 +161,9 @@ def _predict(ops: Sequence[Op], state: dict[tuple[str, str], Resource], revision
         else:
             outcome, planned = planning.plan_put(op, current, "")
             unchanged = outcome is Outcome.UNCHANGED
-            items.append(ItemResult(*key, outcome, current.revision if current else None,
-                                    planned if unchanged else None))
+            items.append(
+                ItemResult(
+                    *key, outcome, current.revision if current else None, planned if unchanged else None
+                )
+            )
     return WriteReport(True, revision, tuple(items))

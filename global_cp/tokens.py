@@ -7,7 +7,7 @@ from datetime import timedelta
 from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict
 
 from meshgate.clock import Clock
 from meshgate.pki import join_tokens

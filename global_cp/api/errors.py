@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 
+from global_cp.errors import PermissionDenied, TooBusy, Unauthenticated
 from meshgate.resources.selectors import SelectorError
 from meshgate.resources.violations import ValidationFailed, Violation
 from meshgate.store.errors import (
@@ -18,8 +19,6 @@ from meshgate.store.errors import (
     TooLarge,
     Unavailable,
 )
-
-from global_cp.errors import PermissionDenied, TooBusy, Unauthenticated
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -70,13 +69,16 @@ def to_response(exc: Exception) -> web.Response | None:
             return error_response(413, "TooLarge", str(exc))
         case Indeterminate(retry_after=retry):
             return error_response(
-                503, "Indeterminate",
+                503,
+                "Indeterminate",
                 f"{exc}; the write may or may not have been applied: read before retrying",
                 headers={"Retry-After": str(max(1, round(retry)))},
             )
         case Unavailable(retry_after=retry):
             return error_response(
-                503, "StoreUnavailable", f"{exc}; nothing was written, retry later",
+                503,
+                "StoreUnavailable",
+                f"{exc}; nothing was written, retry later",
                 headers={"Retry-After": str(max(1, round(retry)))},
             )
     return None

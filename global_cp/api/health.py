@@ -7,9 +7,8 @@ import asyncio
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from meshgate.store.errors import StoreError
-
 from global_cp.api.state import state_of
+from meshgate.store.errors import StoreError
 
 
 async def healthz(request: web.Request) -> web.Response:

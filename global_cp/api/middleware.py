@@ -46,19 +46,25 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     state = state_of(request)
     if not state.ready:
         return error_response(
-            503, "NotReady", "the global CP is starting (store or bootstrap not ready)",
+            503,
+            "NotReady",
+            "the global CP is starting (store or bootstrap not ready)",
             headers={"Retry-After": "1"},
         )
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         return error_response(
-            401, "Unauthorized", "missing bearer token: pass --token or set MESHGATE_TOKEN",
+            401,
+            "Unauthorized",
+            "missing bearer token: pass --token or set MESHGATE_TOKEN",
             headers={"WWW-Authenticate": "Bearer"},
         )
     if not any(auth.matches(token.strip(), h) for h in state.admin_hashes):
         return error_response(
-            401, "Unauthorized", "the token is not valid for this global CP",
+            401,
+            "Unauthorized",
+            "the token is not valid for this global CP",
             headers={"WWW-Authenticate": "Bearer"},
         )
     return await handler(request)

@@ -50,8 +50,10 @@ def _metadata_schema() -> dict[str, Any]:
 
 def _paths(plural: str, kind: str) -> dict[str, Any]:
     ref = {"$ref": REF.format(model=kind)}
-    body = {"required": True, "content": {"application/json": {"schema": ref},
-                                          "application/yaml": {"schema": ref}}}
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": ref}, "application/yaml": {"schema": ref}},
+    }
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     dry = {"name": "dryRun", "in": "query", "schema": {"type": "boolean"}}
     errors = {code: _error() for code in ("400", "401", "403", "404", "409", "413", "503")}
@@ -61,21 +63,42 @@ def _paths(plural: str, kind: str) -> dict[str, Any]:
             "get": {
                 "summary": f"List {kind} resources",
                 "parameters": [{"name": "labelSelector", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": {"description": f"{kind} list", "content": {"application/json": {
-                    "schema": {"type": "object", "properties": {"items": {"type": "array", "items": ref}}}}}},
-                    **errors},
+                "responses": {
+                    "200": {
+                        "description": f"{kind} list",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {"items": {"type": "array", "items": ref}},
+                                }
+                            }
+                        },
+                    },
+                    **errors,
+                },
             },
-            "post": {"summary": f"Create a {kind}", "parameters": [dry], "requestBody": body,
-                     "responses": {"201": one["200"], **errors}},
+            "post": {
+                "summary": f"Create a {kind}",
+                "parameters": [dry],
+                "requestBody": body,
+                "responses": {"201": one["200"], **errors},
+            },
         },
         f"/api/v1/{plural}/{{name}}": {
             "parameters": [name],
             "get": {"summary": f"Read a {kind}", "responses": one},
-            "put": {"summary": f"Create or replace a {kind} (CAS on metadata.resourceVersion)",
-                    "parameters": [dry], "requestBody": body, "responses": one},
-            "delete": {"summary": f"Delete a {kind}", "parameters": [
-                dry, {"name": "resourceVersion", "in": "query", "schema": {"type": "string"}}],
-                "responses": {"200": {"$ref": "#/components/responses/WriteReport"}, **errors}},
+            "put": {
+                "summary": f"Create or replace a {kind} (CAS on metadata.resourceVersion)",
+                "parameters": [dry],
+                "requestBody": body,
+                "responses": one,
+            },
+            "delete": {
+                "summary": f"Delete a {kind}",
+                "parameters": [dry, {"name": "resourceVersion", "in": "query", "schema": {"type": "string"}}],
+                "responses": {"200": {"$ref": "#/components/responses/WriteReport"}, **errors},
+            },
         },
     }
 
@@ -98,10 +121,18 @@ def document() -> dict[str, Any]:
         "post": {
             "summary": "Create or update several resources atomically (all or nothing)",
             "parameters": [{"name": "dryRun", "in": "query", "schema": {"type": "boolean"}}],
-            "requestBody": {"required": True, "content": {
-                "application/yaml": {"schema": {"type": "string"}},
-                "application/json": {"schema": {"type": "object", "properties": {
-                    "items": {"type": "array", "items": {"type": "object"}}}}}}},
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/yaml": {"schema": {"type": "string"}},
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"items": {"type": "array", "items": {"type": "object"}}},
+                        }
+                    },
+                },
+            },
             "responses": {"200": {"$ref": "#/components/responses/WriteReport"}, **errors},
         }
     }
@@ -112,19 +143,37 @@ def document() -> dict[str, Any]:
                 {"name": "fromRevision", "in": "query", "schema": {"type": "string"}},
                 {"name": "kinds", "in": "query", "schema": {"type": "string"}},
             ],
-            "responses": {"200": {"description": "NDJSON events",
-                                  "content": {"application/x-ndjson": {"schema": {"type": "string"}}}},
-                          "410": _error(), "401": _error()},
+            "responses": {
+                "200": {
+                    "description": "NDJSON events",
+                    "content": {"application/x-ndjson": {"schema": {"type": "string"}}},
+                },
+                "410": _error(),
+                "401": _error(),
+            },
         }
     }
     paths["/api/v1/tokens"] = {
         "post": {
             "summary": "Create a join token (zone, edge, ingress or proxy)",
-            "requestBody": {"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["role", "zone"], "properties": {
-                    "role": {"enum": ["zone", "edge", "ingress", "proxy"]},
-                    "zone": {"type": "string"}, "ttl": {"type": "string"},
-                    "reusable": {"type": "boolean"}, "mesh": {"type": "string"}}}}}},
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "required": ["role", "zone"],
+                            "properties": {
+                                "role": {"enum": ["zone", "edge", "ingress", "proxy"]},
+                                "zone": {"type": "string"},
+                                "ttl": {"type": "string"},
+                                "reusable": {"type": "boolean"},
+                                "mesh": {"type": "string"},
+                            },
+                        }
+                    }
+                },
+            },
             "responses": {"201": {"description": "The token and its claims"}, **errors},
         }
     }
@@ -136,8 +185,9 @@ def document() -> dict[str, Any]:
         }
     }
     for path in ("/healthz", "/readyz", "/metrics"):
-        paths[path] = {"get": {"summary": path.strip("/"), "security": [],
-                               "responses": {"200": {"description": "OK"}}}}
+        paths[path] = {
+            "get": {"summary": path.strip("/"), "security": [], "responses": {"200": {"description": "OK"}}}
+        }
     return {
         "openapi": "3.1.0",
         "info": {"title": "meshgate global control plane", "version": __version__},
@@ -147,17 +197,43 @@ def document() -> dict[str, Any]:
             "schemas": schemas,
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {
-                "Error": {"description": "Refused; nothing was written", "content": {
-                    "application/json": {"schema": {"type": "object", "properties": {"error": {
-                        "type": "object", "properties": {
-                            "status": {"type": "integer"}, "reason": {"type": "string"},
-                            "message": {"type": "string"},
-                            "violations": {"type": "array", "items": {"type": "object", "properties": {
-                                "path": {"type": "string"}, "message": {"type": "string"},
-                                "document": {"type": "integer"}, "kind": {"type": "string"},
-                                "name": {"type": "string"}}}}}}}}}}},
-                "WriteReport": {"description": "What the write did", "content": {
-                    "application/json": {"schema": {"type": "object"}}}},
+                "Error": {
+                    "description": "Refused; nothing was written",
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {
+                                    "error": {
+                                        "type": "object",
+                                        "properties": {
+                                            "status": {"type": "integer"},
+                                            "reason": {"type": "string"},
+                                            "message": {"type": "string"},
+                                            "violations": {
+                                                "type": "array",
+                                                "items": {
+                                                    "type": "object",
+                                                    "properties": {
+                                                        "path": {"type": "string"},
+                                                        "message": {"type": "string"},
+                                                        "document": {"type": "integer"},
+                                                        "kind": {"type": "string"},
+                                                        "name": {"type": "string"},
+                                                    },
+                                                },
+                                            },
+                                        },
+                                    }
+                                },
+                            }
+                        }
+                    },
+                },
+                "WriteReport": {
+                    "description": "What the write did",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
             },
         },
     }

@@ -6,6 +6,9 @@ from typing import Any
 
 from aiohttp import web
 
+from global_cp.api.errors import BadRequest
+from global_cp.api.state import service_of
+from global_cp.service import WriteReport
 from meshgate.resources.documents import parse_text
 from meshgate.resources.kinds import REGISTRY
 from meshgate.resources.registry import KindDescriptor
@@ -13,10 +16,6 @@ from meshgate.resources.selectors import Selector
 from meshgate.resources.views import api_document
 from meshgate.resources.violations import Violation
 from meshgate.store.interface import Expect
-
-from global_cp.api.errors import BadRequest
-from global_cp.api.state import service_of
-from global_cp.service import WriteReport
 
 API = "/api/v1"
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/plain")

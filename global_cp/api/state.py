@@ -6,11 +6,10 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from meshgate.store.interface import Store
-
 from global_cp.metrics import Metrics
 from global_cp.service import ResourceService
 from global_cp.tokens import TokenIssuer
+from meshgate.store.interface import Store
 
 
 @dataclass

@@ -5,13 +5,12 @@ from __future__ import annotations
 from aiohttp import web
 from pydantic import ValidationError
 
+from global_cp.api.state import state_of
+from global_cp.tokens import TokenRequest, TtlTooLong
 from meshgate.clock import rfc3339
 from meshgate.resources.kinds.system import MeshCASpec
 from meshgate.resources.validation import pydantic_violations
 from meshgate.resources.violations import ValidationFailed, Violation
-
-from global_cp.api.state import state_of
-from global_cp.tokens import TokenRequest, TtlTooLong
 
 
 async def create_token(request: web.Request) -> web.Response:

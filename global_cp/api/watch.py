@@ -15,12 +15,11 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from global_cp.api.errors import BadRequest
+from global_cp.api.state import state_of
 from meshgate.resources.kinds import REGISTRY
 from meshgate.resources.views import api_document
 from meshgate.store.interface import WatchEvent
-
-from global_cp.api.errors import BadRequest
-from global_cp.api.state import state_of
 
 Item = WatchEvent | Exception | None  # None: the store's watch ended
 
@@ -83,7 +82,7 @@ async def _pump(events: AsyncIterator[WatchEvent], queue: asyncio.Queue[Item]) -
     try:
         async for event in events:
             await queue.put(event)
-    except Exception as exc:  # noqa: BLE001 - handed to the client
+    except Exception as exc:
         await queue.put(exc)
     finally:
         closer = getattr(events, "aclose", None)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import ssl
 import urllib.error
 import urllib.request
@@ -21,7 +20,7 @@ class ApiError(Exception):
         self.status = status
         self.reason = str(error.get("reason", ""))
         self.violations: list[dict[str, Any]] = list(error.get("violations", []))
-        self.retry_after = None
+        self.retry_after: str | None = None
 
 
 class Unreachable(Exception):
@@ -33,9 +32,7 @@ class Client:
         self.settings = settings
         self._ssl: ssl.SSLContext | None = None
         if settings.server.startswith("https://"):
-            self._ssl = ssl.create_default_context(
-                cafile=str(settings.ca_file) if settings.ca_file else None
-            )
+            self._ssl = ssl.create_default_context(cafile=str(settings.ca_file) if settings.ca_file else None)
             self._ssl.minimum_version = ssl.TLSVersion.TLSv1_2
 
     def request(
@@ -73,6 +70,6 @@ class Client:
             error = ApiError(exc.code, body)
             error.retry_after = exc.headers.get("Retry-After")
             raise error from None
-        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as exc:
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise Unreachable(f"cannot reach the global CP at {self.settings.server}: {reason}") from None

@@ -6,7 +6,7 @@ import functools
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import click
 
@@ -22,9 +22,22 @@ def connection_options(fn: Callable[P, R]) -> Callable[P, R]:
     options = [
         click.option("--server", help="Global CP URL [env MESHGATE_SERVER; default http://127.0.0.1:5680]"),
         click.option("--token", help="API token [env MESHGATE_TOKEN]"),
-        click.option("--token-file", type=click.Path(path_type=Path), help="File holding the API token [env MESHGATE_TOKEN_FILE]"),
-        click.option("--ca-file", type=click.Path(path_type=Path), help="CA bundle for an https server [env MESHGATE_CA_FILE]"),
-        click.option("--config", "config_file", type=click.Path(path_type=Path), help="CLI config file [env MESHGATE_CONFIG]"),
+        click.option(
+            "--token-file",
+            type=click.Path(path_type=Path),
+            help="File holding the API token [env MESHGATE_TOKEN_FILE]",
+        ),
+        click.option(
+            "--ca-file",
+            type=click.Path(path_type=Path),
+            help="CA bundle for an https server [env MESHGATE_CA_FILE]",
+        ),
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(path_type=Path),
+            help="CLI config file [env MESHGATE_CONFIG]",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -45,7 +58,7 @@ def make_client(kwargs: dict[str, Any]) -> Client:
     return Client(settings)
 
 
-def fail(message: str, code: Exit) -> None:
+def fail(message: str, code: Exit) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(int(code))
 

@@ -14,8 +14,12 @@ import click
 
 
 @click.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Keep state here (default: a fresh temp dir).")
-@click.option("--listen", default="127.0.0.1:0", show_default=True, help="API address; port 0 picks a free one.")
+@click.option(
+    "--data-dir", type=click.Path(path_type=Path), help="Keep state here (default: a fresh temp dir)."
+)
+@click.option(
+    "--listen", default="127.0.0.1:0", show_default=True, help="API address; port 0 picks a free one."
+)
 @click.option("--once", is_flag=True, help="Exit after applying and showing the resources.")
 def demo(data_dir: Path | None, listen: str, once: bool) -> None:
     """Run a global CP with a two-region example mesh applied."""

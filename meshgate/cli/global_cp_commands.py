@@ -15,23 +15,48 @@ def global_cp() -> None:
 
 
 @global_cp.command()
-@click.option("--data-dir", type=click.Path(path_type=Path),
-              help="State directory [default ~/.local/share/meshgate/global-cp].")
-@click.option("--store", "store_url",
-              help="sqlite:PATH (default <data-dir>/store.db) or etcd://HOST:PORT,HOST:PORT[/PREFIX]")
-@click.option("--listen", default=None, help="HOST:PORT for the API [default 127.0.0.1:5680]; port 0 picks one.")
-@click.option("--kek-file", type=click.Path(path_type=Path),
-              help="Key-encryption key shared by replicas [default <data-dir>/kek; made if absent].")
-@click.option("--admin-token-file", type=click.Path(path_type=Path),
-              help="Where the first start writes the admin token [default <data-dir>/admin-token].")
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    help="State directory [default ~/.local/share/meshgate/global-cp].",
+)
+@click.option(
+    "--store",
+    "store_url",
+    help="sqlite:PATH (default <data-dir>/store.db) or etcd://HOST:PORT,HOST:PORT[/PREFIX]",
+)
+@click.option(
+    "--listen", default=None, help="HOST:PORT for the API [default 127.0.0.1:5680]; port 0 picks one."
+)
+@click.option(
+    "--kek-file",
+    type=click.Path(path_type=Path),
+    help="Key-encryption key shared by replicas [default <data-dir>/kek; made if absent].",
+)
+@click.option(
+    "--admin-token-file",
+    type=click.Path(path_type=Path),
+    help="Where the first start writes the admin token [default <data-dir>/admin-token].",
+)
 @click.option("--trust-domain", default=None, help="Trust domain of the default mesh made on first start.")
 @click.option("--tls-cert", type=click.Path(exists=True, path_type=Path), help="Serve the API over TLS.")
 @click.option("--tls-key", type=click.Path(exists=True, path_type=Path))
-@click.option("--address-file", type=click.Path(path_type=Path), help="Write the API URL here once listening.")
+@click.option(
+    "--address-file", type=click.Path(path_type=Path), help="Write the API URL here once listening."
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
-def run(data_dir: Path | None, store_url: str | None, listen: str | None, kek_file: Path | None,
-        admin_token_file: Path | None, trust_domain: str | None, tls_cert: Path | None,
-        tls_key: Path | None, address_file: Path | None, log_level: str) -> None:
+def run(
+    data_dir: Path | None,
+    store_url: str | None,
+    listen: str | None,
+    kek_file: Path | None,
+    admin_token_file: Path | None,
+    trust_domain: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    address_file: Path | None,
+    log_level: str,
+) -> None:
     """Run the global CP until SIGTERM or SIGINT."""
     import uvloop
 
@@ -55,6 +80,6 @@ def run(data_dir: Path | None, store_url: str | None, listen: str | None, kek_fi
     )
     try:
         uvloop.run(serve(config))
-    except Exception as exc:  # noqa: BLE001 - one clear line, not a traceback, for operators
+    except Exception as exc:
         click.echo(f"error: global CP failed: {exc}", err=True)
         raise SystemExit(int(Exit.ERROR)) from None

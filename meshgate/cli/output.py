@@ -67,7 +67,10 @@ def describe(
         *("  " + line for line in yaml.safe_dump(doc["spec"], sort_keys=False).splitlines()),
     ]
     if doc.get("status"):
-        lines += ["Status:", *("  " + ln for ln in yaml.safe_dump(doc["status"], sort_keys=False).splitlines())]
+        lines += [
+            "Status:",
+            *("  " + ln for ln in yaml.safe_dump(doc["status"], sort_keys=False).splitlines()),
+        ]
     lines.append("References:" if references else "References:    <none>")
     lines += [f"  {ref}{'' if ok else '  (MISSING)'}" for ref, ok in references]
     lines.append("Referenced by:" if referenced_by else "Referenced by: <none>")

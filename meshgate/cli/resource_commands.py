@@ -49,8 +49,14 @@ def _files(paths: tuple[str, ...]) -> list[tuple[str, str]]:
 
 
 @click.command()
-@click.option("-f", "--filename", "filenames", multiple=True, required=True,
-              help="File, directory of *.yaml/*.yml/*.json, or - for stdin (repeatable).")
+@click.option(
+    "-f",
+    "--filename",
+    "filenames",
+    multiple=True,
+    required=True,
+    help="File, directory of *.yaml/*.yml/*.json, or - for stdin (repeatable).",
+)
 @click.option("--dry-run", is_flag=True, help="Validate on the server; write nothing.")
 @connection_options
 @handle_errors
@@ -73,6 +79,7 @@ def apply(filenames: tuple[str, ...], dry_run: bool, **kwargs: Any) -> None:
     try:
         report = client.request("POST", f"/api/v1/apply{query}", json_body=body)
     except ApiError as exc:
+
         def where(index: int) -> str:
             if 0 <= index < len(origins):
                 return f"{origins[index][0]} document {origins[index][1]}"
@@ -124,8 +131,9 @@ def delete(kind: str, name: str, resource_version: str | None, dry_run: bool, **
     """Delete one resource (refused while others reference it)."""
     descriptor = _kind(kind)
     client = make_client(kwargs)
-    params = {k: v for k, v in (("resourceVersion", resource_version),
-                                ("dryRun", "true" if dry_run else None)) if v}
+    params = {
+        k: v for k, v in (("resourceVersion", resource_version), ("dryRun", "true" if dry_run else None)) if v
+    }
     query = f"?{urlencode(params)}" if params else ""
     report = client.request("DELETE", f"/api/v1/{descriptor.plural}/{quote(name, safe='')}{query}")
     suffix = " (dry run)" if report["dryRun"] else ""

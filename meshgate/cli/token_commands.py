@@ -21,12 +21,16 @@ def token() -> None:
 @click.option("--ttl", default="24h", show_default=True, help="Validity, e.g. 15m, 24h, 720h.")
 @click.option("--reusable", is_flag=True, help="Allow more than one enrollment with it.")
 @click.option("--mesh", default="default", show_default=True)
-@click.option("-o", "--output", type=click.Choice(["token", "json"]), default="token",
-              help="token: the token alone (for scripts); json: with its claims.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Choice(["token", "json"]),
+    default="token",
+    help="token: the token alone (for scripts); json: with its claims.",
+)
 @connection_options
 @handle_errors
-def create(role: str, zone: str, ttl: str, reusable: bool, mesh: str, output: str,
-           **kwargs: Any) -> None:
+def create(role: str, zone: str, ttl: str, reusable: bool, mesh: str, output: str, **kwargs: Any) -> None:
     """Create a join token signed by the global CP."""
     client = make_client(kwargs)
     body = {"role": role, "zone": zone, "ttl": ttl, "reusable": reusable, "mesh": mesh}

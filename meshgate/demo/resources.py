@@ -53,25 +53,42 @@ def documents(now: datetime) -> list[dict[str, Any]]:
     docs += [
         _doc("Service", "web", {"ports": [{"name": "http", "port": 8080, "protocol": "http"}]}, app="web"),
         _doc("Service", "db", {"ports": [{"name": "pg", "port": 5432, "protocol": "tcp"}]}, app="db"),
-        _doc("Secret", "web-public-tls", {"type": "tls", "data": {"tls.crt": cert, "tls.key": key},
-                                          "zones": ["*"]}),
-        _doc("GlobalService", "web", {
-            "service": "web",
-            "hostnames": [HOSTNAME],
-            "vips": [VIP],
-            "ports": [
-                {"name": "https", "port": 443, "protocol": "https", "targetPort": "http"},
-                {"name": "http", "port": 80, "protocol": "http", "targetPort": "http"},
-            ],
-            "certificateRef": "web-public-tls",
-            "zones": [{"zone": "eu-west", "priority": 0}, {"zone": "us-east", "priority": 0}],
-        }, app="web"),
+        _doc(
+            "Secret",
+            "web-public-tls",
+            {"type": "tls", "data": {"tls.crt": cert, "tls.key": key}, "zones": ["*"]},
+        ),
+        _doc(
+            "GlobalService",
+            "web",
+            {
+                "service": "web",
+                "hostnames": [HOSTNAME],
+                "vips": [VIP],
+                "ports": [
+                    {"name": "https", "port": 443, "protocol": "https", "targetPort": "http"},
+                    {"name": "http", "port": 80, "protocol": "http", "targetPort": "http"},
+                ],
+                "certificateRef": "web-public-tls",
+                "zones": [{"zone": "eu-west", "priority": 0}, {"zone": "us-east", "priority": 0}],
+            },
+            app="web",
+        ),
     ]
     for i, (zone, (_region, _lat, _lon, asn)) in enumerate(ZONES.items()):
-        docs.append(_doc("Edge", f"edge-{zone}-1", {
-            "zone": zone,
-            "bgp": {"localASN": asn, "routerID": f"10.0.{i}.1",
-                    "neighbors": [{"address": f"10.0.{i}.254", "peerASN": 65000}],
-                    "communities": ["65000:100"]},
-        }))
+        docs.append(
+            _doc(
+                "Edge",
+                f"edge-{zone}-1",
+                {
+                    "zone": zone,
+                    "bgp": {
+                        "localASN": asn,
+                        "routerID": f"10.0.{i}.1",
+                        "neighbors": [{"address": f"10.0.{i}.254", "peerASN": 65000}],
+                        "communities": ["65000:100"],
+                    },
+                },
+            )
+        )
     return docs

@@ -60,9 +60,9 @@ def cascade(deleted: Iterable[Key], state: Mapping[Key, Resource]) -> list[Key]:
     out = []
     for key, resource in state.items():
         descriptor = REGISTRY[resource.kind]
-        if descriptor.owner is Owner.ZONE and descriptor.scope is Scope.ZONE:
-            if descriptor.zone_of(resource) in zones:
-                out.append(key)
+        owned_by_zone = descriptor.owner is Owner.ZONE and descriptor.scope is Scope.ZONE
+        if owned_by_zone and descriptor.zone_of(resource) in zones:
+            out.append(key)
     return sorted(out)
 
 
@@ -96,7 +96,9 @@ def _immutable(changes: Sequence[Change], state: Mapping[Key, Resource]) -> Iter
         for field in descriptor.immutable_fields:
             if new_spec.get(field) != old_spec.get(field):
                 yield _at(
-                    change.index, change.key, ("spec", field),
+                    change.index,
+                    change.key,
+                    ("spec", field),
                     f"cannot change after creation (it is {old_spec.get(field)!r}); "
                     "delete and recreate to change it",
                 )
@@ -115,7 +117,9 @@ def _collisions(changes: Sequence[Change], after: Mapping[Key, Resource]) -> Ite
             others = [k for k in owners[(resource.kind, unique.key)] if k != resource.key]
             if others:
                 yield _at(
-                    change.index, change.key, ("spec", *unique.path),
+                    change.index,
+                    change.key,
+                    ("spec", *unique.path),
                     f"{unique.shown} is already used by {others[0][0]}/{others[0][1]}",
                 )
 

@@ -39,9 +39,7 @@ def _dns_label(value: str) -> str:
 
 def _subdomain(value: str) -> str:
     if len(value) > 253 or not _SUBDOMAIN.match(value):
-        raise _fail(
-            "must be lowercase DNS labels joined by '.' (letters, digits, '-'), at most 253 chars"
-        )
+        raise _fail("must be lowercase DNS labels joined by '.' (letters, digits, '-'), at most 253 chars")
     return value
 
 

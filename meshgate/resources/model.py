@@ -42,9 +42,9 @@ class Metadata(BaseModel):
 
     name: str
     labels: dict[LabelKey, LabelValue] = {}
-    resourceVersion: ResourceVersion | None = None  # noqa: N815 - the document's own spelling
+    resourceVersion: ResourceVersion | None = None
     generation: int | None = None
-    creationTimestamp: Timestamp | None = None  # noqa: N815
+    creationTimestamp: Timestamp | None = None
 
 
 S = TypeVar("S", bound=Spec)
@@ -81,11 +81,7 @@ class Resource:
 
     def same_content(self, other: Resource) -> bool:
         """True when a write of ``other`` over ``self`` would change nothing a reader sees."""
-        return (
-            self.kind == other.kind
-            and self.spec == other.spec
-            and dict(self.labels) == dict(other.labels)
-        )
+        return self.kind == other.kind and self.spec == other.spec and dict(self.labels) == dict(other.labels)
 
     def to_document(self) -> dict[str, Any]:
         """The full document, as stored and as sent between control planes."""

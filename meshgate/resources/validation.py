@@ -37,7 +37,8 @@ def _message(error: ErrorDetails) -> str:
     if kind in _TYPE_NAMES:
         return _TYPE_NAMES[kind]
     if kind == "literal_error":
-        return "must be one of " + ctx["expected"].replace("'", "").replace(" or ", ", ")
+        expected = str(ctx["expected"])
+        return "must be one of " + expected.replace("'", "").replace(" or ", ", ")
     if kind == "greater_than_equal":
         return f"must be at least {ctx['ge']}"
     if kind == "less_than_equal":
@@ -48,7 +49,7 @@ def _message(error: ErrorDetails) -> str:
         return f"must have at most {ctx['max_length']} item(s)"
     if kind == "string_too_long":
         return f"must be at most {ctx['max_length']} characters"
-    return error["msg"]
+    return str(error["msg"])
 
 
 def pydantic_violations(exc: ValidationError, prefix: tuple[str | int, ...]) -> list[Violation]:
@@ -147,7 +148,9 @@ def parse_documents(docs: Sequence[object], *, allow_system: bool = False) -> li
                 Violation(
                     "metadata.name",
                     f"{resource.kind}/{resource.name} is also document {first_index[resource.key]}",
-                    index, kind, name,
+                    index,
+                    kind,
+                    name,
                 )
             )
             continue

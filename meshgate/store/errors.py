@@ -39,9 +39,7 @@ class Compacted(StoreError):
     """A watch asked for history the store no longer keeps; list again and watch from there."""
 
     def __init__(self, requested: int, oldest: int) -> None:
-        super().__init__(
-            f"revision {requested} is compacted (oldest kept: {oldest}); list and watch again"
-        )
+        super().__init__(f"revision {requested} is compacted (oldest kept: {oldest}); list and watch again")
         self.requested, self.oldest = requested, oldest
 
 

@@ -98,15 +98,11 @@ class Store(abc.ABC):
         """Raises NotFound."""
 
     @abc.abstractmethod
-    async def list(
-        self, kind: str | None = None, *, selector: Selector | None = None
-    ) -> Listing:
+    async def list(self, kind: str | None = None, *, selector: Selector | None = None) -> Listing:
         """Resources of one kind (or all kinds), sorted by kind then name."""
 
     @abc.abstractmethod
-    def watch(
-        self, *, from_revision: int, kinds: Collection[str] | None = None
-    ) -> AsyncIterator[WatchEvent]:
+    def watch(self, *, from_revision: int, kinds: Collection[str] | None = None) -> AsyncIterator[WatchEvent]:
         """Every change after ``from_revision``, in revision order, forever.
 
         Raises Compacted if that history is gone, Unavailable if the backend stays away.

@@ -8,6 +8,9 @@ for watches (``history`` revisions back), older ones are compacted.
 from __future__ import annotations
 
 import asyncio
+import builtins
+import contextlib
+import functools
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -130,9 +133,11 @@ class SqliteStore(Store):
 
     async def get(self, kind: str, name: str) -> Resource:
         def read() -> Resource:
-            row = self._db().execute(
-                "SELECT revision, doc FROM resources WHERE kind=? AND name=?", (kind, name)
-            ).fetchone()
+            row = (
+                self._db()
+                .execute("SELECT revision, doc FROM resources WHERE kind=? AND name=?", (kind, name))
+                .fetchone()
+            )
             if row is None:
                 raise NotFound(kind, name)
             return codec.decode(row[1], row[0])
@@ -176,8 +181,8 @@ class SqliteStore(Store):
         db.execute("BEGIN IMMEDIATE")
         try:
             revision = _meta(db, "revision") + 1
-            results: list[OpResult] = []
-            writes: list[tuple[EventType, Resource | None, Resource]] = []
+            results: builtins.list[OpResult] = []
+            writes: builtins.list[tuple[EventType, Resource | None, Resource]] = []
             for op in ops:
                 kind, name = planning.op_key(op)
                 row = db.execute(
@@ -212,8 +217,7 @@ class SqliteStore(Store):
                     )
                 db.execute(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (revision, seq, event.value, *shown.key, codec.encode(shown).decode(),
-                     shown.revision),
+                    (revision, seq, event.value, *shown.key, codec.encode(shown).decode(), shown.revision),
                 )
             db.execute("UPDATE meta SET value=? WHERE key='revision'", (revision,))
             floor = revision - self._history
@@ -236,7 +240,7 @@ class SqliteStore(Store):
         last = from_revision
         while True:
             waiter = self._changed
-            rows = await self._run(lambda: self._events_after(last))
+            rows = await self._run(functools.partial(self._events_after, last))
             for revision, type_, doc, doc_revision in rows:
                 last = revision
                 resource = codec.decode(doc, doc_revision)
@@ -244,12 +248,10 @@ class SqliteStore(Store):
                     yield WatchEvent(EventType(type_), resource, revision)
             if rows:
                 continue
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(waiter.wait(), self._poll_interval)
-            except TimeoutError:
-                pass
 
-    def _events_after(self, revision: int) -> list[tuple[int, str, str, int]]:
+    def _events_after(self, revision: int) -> builtins.list[tuple[int, str, str, int]]:
         db = self._db()
         compacted = _meta(db, "compacted")
         if revision < compacted:

@@ -9,6 +9,7 @@ for TLS/mTLS to etcd; ``etcds://`` requires ``ca``).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,17 +34,21 @@ def _limits(query: dict[str, list[str]]) -> Limits:
 async def open_store(url: str) -> Store:
     if url.startswith("sqlite:"):
         rest = url.removeprefix("sqlite:").removeprefix("//")
-        path, _, query = rest.partition("?")
+        path, _, raw_query = rest.partition("?")
         if not path:
             raise StoreUrlError("sqlite: needs a file path, e.g. sqlite:/var/lib/meshgate/store.db")
-        return await SqliteStore.open(Path(path), limits=_limits(parse_qs(query)))
+        return await SqliteStore.open(Path(path), limits=_limits(parse_qs(raw_query)))
     if url.startswith(("etcd://", "etcds://")):
         parts = urlsplit(url)
         query = parse_qs(parts.query)
         endpoints = [e for e in parts.netloc.split(",") if e]
         if not endpoints:
             raise StoreUrlError("etcd:// needs at least one HOST:PORT")
-        tls = {k: Path(query[k][0]).read_bytes() for k in ("ca", "cert", "key") if k in query}
+        tls = {
+            k: await asyncio.to_thread(Path(query[k][0]).read_bytes)
+            for k in ("ca", "cert", "key")
+            if k in query
+        }
         if parts.scheme == "etcds" and "ca" not in tls:
             raise StoreUrlError("etcds:// needs ca=FILE (the CA of etcd's server certificate)")
         from meshgate.store.etcd import EtcdStore  # imports gRPC: only when asked for

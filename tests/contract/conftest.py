@@ -19,9 +19,7 @@ OpenStore = Callable[..., Awaitable[Store]]
 
 
 @pytest.fixture(params=["sqlite", pytest.param("etcd", marks=pytest.mark.etcd)])
-async def open_store(
-    request: pytest.FixtureRequest, tmp_path: Path
-) -> AsyncIterator[OpenStore]:
+async def open_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[OpenStore]:
     opened: list[Store] = []
 
     if request.param == "sqlite":

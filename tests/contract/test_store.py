@@ -38,7 +38,8 @@ async def take(events: AsyncIterator[WatchEvent], n: int, timeout: float = 10) -
 
 async def test_create_then_get_returns_what_was_written(store: Store) -> None:
     created = await store.create(zone("eu-west", region="Europe", tier="gold"))
-    assert created.revision is not None and created.revision > 0
+    assert created.revision is not None
+    assert created.revision > 0
     assert created.generation == 1
     assert created.created is not None
     got = await store.get("Zone", "eu-west")
@@ -66,7 +67,8 @@ async def test_update_with_stale_revision_is_a_conflict(store: Store) -> None:
             revision=first.revision, generation=None, created=None
         )
     )
-    assert second.revision is not None and first.revision is not None
+    assert second.revision is not None
+    assert first.revision is not None
     assert second.revision > first.revision
     assert second.generation == 2
     assert second.created == first.created

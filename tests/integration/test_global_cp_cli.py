@@ -50,9 +50,7 @@ def test_fresh_install_apply_get_and_restart(cp: GlobalCPProcess) -> None:
     assert table.stdout.splitlines()[0].split() == ["NAME", "REGION", "ENABLED", "AGE"]
 
 
-def test_invalid_file_lists_every_violation_and_changes_nothing(
-    cp: GlobalCPProcess, tmp_path: Path
-) -> None:
+def test_invalid_file_lists_every_violation_and_changes_nothing(cp: GlobalCPProcess, tmp_path: Path) -> None:
     env = cp.cli_env()
     assert cli(["apply", "-f", str(EXAMPLES / "01-zones.yaml")], env).returncode == 0
     before = cli_json(["get", "zones"], env)
@@ -69,12 +67,15 @@ def test_invalid_file_lists_every_violation_and_changes_nothing(
     lines = done.stderr.splitlines()
     assert lines[0].startswith("error: 3 violation(s); nothing was written (HTTP 400 Invalid)")
     assert f"  {bad} document 2 (GlobalService/shop): spec.vips[0]: must be an IPv4 or IPv6 address" in lines
-    assert (f"  {bad} document 2 (GlobalService/shop): spec.ports[0].protocol: "
-            "must be one of http, https, tcp, tls-passthrough") in lines
+    assert (
+        f"  {bad} document 2 (GlobalService/shop): spec.ports[0].protocol: "
+        "must be one of http, https, tcp, tls-passthrough"
+    ) in lines
     assert f"  {bad} document 3 (Zone/new-zone): spec.bogus: unknown field" in lines
     assert cli_json(["get", "zones"], env) == before
     services = cli_json(["get", "services"], env)
-    assert isinstance(services, dict) and services["items"] == []
+    assert isinstance(services, dict)
+    assert services["items"] == []
 
     broken_yaml = tmp_path / "broken.yaml"
     broken_yaml.write_text("kind: Zone\nmetadata: {name: [\n")
@@ -127,7 +128,8 @@ def test_token_create_prints_a_verifiable_token(cp: GlobalCPProcess) -> None:
     env = cp.cli_env()
     done = cli(["token", "create", "--role", "edge", "--zone", "eu-west", "--ttl", "2h"], env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.startswith("mgjt1.") and len(done.stdout.strip().splitlines()) == 1
+    assert done.stdout.startswith("mgjt1.")
+    assert len(done.stdout.strip().splitlines()) == 1
     bad = cli(["token", "create", "--role", "edge", "--zone", "EU", "--ttl", "2h"], env)
     assert bad.returncode == 3
     assert "zone: must be a DNS label" in bad.stderr
@@ -140,15 +142,27 @@ def test_sigkill_loses_no_acknowledged_write(cp: GlobalCPProcess) -> None:
     for i in range(400):
         if i == 150:
             cp.kill()
-        body = json.dumps({"kind": "List", "items": [{
-            "apiVersion": "meshgate/v1alpha1", "kind": "Zone",
-            "metadata": {"name": f"z-{i}"}, "spec": {"region": str(i)}}]}).encode()
-        request = urllib.request.Request(  # noqa: S310
-            cp.url + "/api/v1/apply", data=body, method="POST",
+        body = json.dumps(
+            {
+                "kind": "List",
+                "items": [
+                    {
+                        "apiVersion": "meshgate/v1alpha1",
+                        "kind": "Zone",
+                        "metadata": {"name": f"z-{i}"},
+                        "spec": {"region": str(i)},
+                    }
+                ],
+            }
+        ).encode()
+        request = urllib.request.Request(
+            cp.url + "/api/v1/apply",
+            data=body,
+            method="POST",
             headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+            with urllib.request.urlopen(request, timeout=5) as response:
                 if response.status == 200:
                     acked.append(f"z-{i}")
         except (urllib.error.URLError, ConnectionError):

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +27,28 @@ def etcd_url(endpoints: list[str]) -> str:
 
 
 def post(url: str, token: str, path: str, body: Any, timeout: float = 30) -> tuple[int, Any]:
-    request = urllib.request.Request(  # noqa: S310
-        url + path, data=json.dumps(body).encode(), method="POST",
+    request = urllib.request.Request(
+        url + path,
+        data=json.dumps(body).encode(),
+        method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"null")
+
+
+def delete(url: str, token: str, path: str) -> int:
+    request = urllib.request.Request(
+        url + path, method="DELETE", headers={"Authorization": f"Bearer {token}"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
 
 
 def zone_doc(name: str, **spec: Any) -> dict[str, Any]:
@@ -96,15 +110,20 @@ def test_leader_killed_during_api_writes_loses_no_acknowledged_write(
         leader = cluster.leader()
         killed_at = time.monotonic()
         cluster.kill(leader)
-        wait_for(lambda: acked and acked[-1][1] > killed_at + 0.5 and len(acked) >= 60, 60,
-                 "writes to resume after the leader was killed")
+        wait_for(
+            lambda: acked and acked[-1][1] > killed_at + 0.5 and len(acked) >= 60,
+            60,
+            "writes to resume after the leader was killed",
+        )
         stop.set()
         thread.join(30)
         before = [t for _, t in acked if t <= killed_at]
         after = [t for _, t in acked if t > killed_at]
         gap = after[0] - (before[-1] if before else killed_at)
-        print(f"\nleader kill: {len(before)} writes before, {len(after)} after, "
-              f"{refused} refused with 503, longest pause {gap:.2f}s")
+        print(
+            f"\nleader kill: {len(before)} writes before, {len(after)} after, "
+            f"{refused} refused with 503, longest pause {gap:.2f}s"
+        )
         assert gap < 20
         listing = cli_json(["get", "zones"], cp.cli_env())
         assert isinstance(listing, dict)
@@ -130,9 +149,11 @@ def test_two_replicas_share_one_etcd(etcd_server: EtcdServer, tmp_path: Path) ->
         assert ca[0] == ca[1]
         fingerprints = set()
         for replica in (a, b):
-            with urllib.request.urlopen(urllib.request.Request(  # noqa: S310
-                replica.url + "/api/v1/meshes/default/ca", headers={"Authorization": f"Bearer {token}"}
-            )) as response:
+            with urllib.request.urlopen(
+                urllib.request.Request(
+                    replica.url + "/api/v1/meshes/default/ca", headers={"Authorization": f"Bearer {token}"}
+                )
+            ) as response:
                 fingerprints.add(json.loads(response.read())["fingerprint"])
         assert len(fingerprints) == 1
 
@@ -141,33 +162,28 @@ def test_two_replicas_share_one_etcd(etcd_server: EtcdServer, tmp_path: Path) ->
         for round_ in range(8):
             zone = f"race-{round_}"
             assert post(a.url, token, "/api/v1/apply", {"kind": "List", "items": [zone_doc(zone)]})[0] == 200
-            edge = {"apiVersion": "meshgate/v1alpha1", "kind": "Edge", "metadata": {"name": f"e-{round_}"},
-                    "spec": {"zone": zone, "bgp": {"localASN": 65001, "routerID": "10.0.0.1",
-                             "neighbors": [{"address": "10.0.0.2", "peerASN": 65000}]}}}
-            results: dict[str, int] = {}
-
-            def delete_zone(zone: str = zone) -> None:
-                request = urllib.request.Request(  # noqa: S310
-                    f"{a.url}/api/v1/zones/{zone}", method="DELETE",
-                    headers={"Authorization": f"Bearer {token}"})
-                try:
-                    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-                        results["delete"] = response.status
-                except urllib.error.HTTPError as exc:
-                    results["delete"] = exc.code
-
-            def add_edge(edge: dict[str, Any] = edge) -> None:
-                results["edge"] = post(b.url, token, "/api/v1/apply", {"kind": "List", "items": [edge]})[0]
-
-            threads = [threading.Thread(target=delete_zone), threading.Thread(target=add_edge)]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join(60)
+            edge = {
+                "apiVersion": "meshgate/v1alpha1",
+                "kind": "Edge",
+                "metadata": {"name": f"e-{round_}"},
+                "spec": {
+                    "zone": zone,
+                    "bgp": {
+                        "localASN": 65001,
+                        "routerID": "10.0.0.1",
+                        "neighbors": [{"address": "10.0.0.2", "peerASN": 65000}],
+                    },
+                },
+            }
+            with ThreadPoolExecutor(2) as pool:
+                deleting = pool.submit(delete, a.url, token, f"/api/v1/zones/{zone}")
+                adding = pool.submit(post, b.url, token, "/api/v1/apply", {"kind": "List", "items": [edge]})
+                results = {"delete": deleting.result(60), "edge": adding.result(60)[0]}
             assert sorted(results.values()) == [200, 400], results
             edges = cli_json(["get", "edges"], a.cli_env())
             zones = cli_json(["get", "zones"], a.cli_env())
-            assert isinstance(edges, dict) and isinstance(zones, dict)
+            assert isinstance(edges, dict)
+            assert isinstance(zones, dict)
             zone_names = {z["metadata"]["name"] for z in zones["items"]}
             assert all(e["spec"]["zone"] in zone_names for e in edges["items"]), "dangling edge"
     finally:

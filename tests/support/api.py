@@ -33,8 +33,14 @@ class Api:
         await self.session.close()
 
     async def call(
-        self, method: str, path: str, *, body: Any = None, text: str | None = None,
-        token: str | None = None, content_type: str = "application/yaml",
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        text: str | None = None,
+        token: str | None = None,
+        content_type: str = "application/yaml",
     ) -> Reply:
         headers = {}
         chosen = token if token is not None else self.token

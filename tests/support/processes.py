@@ -24,7 +24,7 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):  # t
             value = condition()
             if value:
                 return value
-        except Exception as exc:  # noqa: BLE001 - remembered for the failure message
+        except Exception as exc:
             last_error = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
@@ -47,8 +47,18 @@ class GlobalCPProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.address_file.unlink(missing_ok=True)
         listen = f"127.0.0.1:{self.port}"  # 0 on first start; the same port on restart
-        args = [*MESHGATE, "global-cp", "run", "--data-dir", str(self.data_dir), "--listen", listen,
-                "--address-file", str(self.address_file), *self.extra]
+        args = [
+            *MESHGATE,
+            "global-cp",
+            "run",
+            "--data-dir",
+            str(self.data_dir),
+            "--listen",
+            listen,
+            "--address-file",
+            str(self.address_file),
+            *self.extra,
+        ]
         if self.store:
             args += ["--store", self.store]
         with self.log.open("ab") as log:
@@ -66,7 +76,7 @@ class GlobalCPProcess:
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:  # noqa: S310
+            with urllib.request.urlopen(self.url + "/readyz", timeout=2) as response:
                 return bool(response.status == 200)
         except OSError:
             return False
@@ -104,10 +114,16 @@ class GlobalCPProcess:
         return env
 
 
-def cli(args: Sequence[str], env: dict[str, str], stdin: str | None = None,
-        timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def cli(
+    args: Sequence[str], env: dict[str, str], stdin: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*MESHGATE, *args], env=env, input=stdin, capture_output=True, text=True, timeout=timeout,
+        [*MESHGATE, *args],
+        env=env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         check=False,
     )
 

@@ -40,12 +40,16 @@ class BgpSpec(Spec):
 DrainSignal = Literal["graceful-shutdown", "as-path-prepend"]
 
 
+def _default_signals() -> list[DrainSignal]:
+    return ["graceful-shutdown"]
+
+
 class DrainSpec(Spec):
     """Set by ``meshgate edge drain``: announce with these signals, wait, then withdraw."""
 
     reason: Text = ""
     requested_at: Timestamp | None = None
-    signals: list[DrainSignal] = Field(default_factory=lambda: ["graceful-shutdown"], min_length=1)
+    signals: list[DrainSignal] = Field(default_factory=_default_signals, min_length=1)
 
 
 class EdgeSpec(Spec):
@@ -57,8 +61,9 @@ class EdgeSpec(Spec):
         seen: dict[str, int] = {}
         for i, n in enumerate(self.bgp.neighbors):
             if n.address in seen:
-                yield ("bgp", "neighbors", i, "address"), (
-                    f"duplicate neighbor (also bgp.neighbors[{seen[n.address]}])"
+                yield (
+                    ("bgp", "neighbors", i, "address"),
+                    (f"duplicate neighbor (also bgp.neighbors[{seen[n.address]}])"),
                 )
             seen.setdefault(n.address, i)
         if self.drain is not None and len(set(self.drain.signals)) != len(self.drain.signals):

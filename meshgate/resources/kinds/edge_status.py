@@ -46,8 +46,6 @@ def _references(spec: EdgeStatusSpec) -> Iterable[Reference]:
     yield Reference("Zone", spec.zone, ("zone",))
 
 
-
-
 def _announced(doc: object) -> str:
     spec = doc.get("spec", {}) if isinstance(doc, dict) else {}
     return ",".join(a["vip"] for a in spec.get("announcements", []) if a["state"] == "announced")

@@ -15,8 +15,8 @@ from meshgate.resources.model import PathMessage, Resource, Spec
 from meshgate.resources.registry import (
     Column,
     KindDescriptor,
-    Owner,
     Lookup,
+    Owner,
     Reference,
     Scope,
     SyncDirection,
@@ -58,8 +58,9 @@ class GlobalServiceSpec(Spec):
         yield from _duplicates([z.zone for z in self.zones], "zones", "zone", "zone")
         needs_cert = [i for i, p in enumerate(self.ports) if p.protocol == "https"]
         if needs_cert and self.certificate_ref is None:
-            yield ("certificateRef",), (
-                f"required: ports[{needs_cert[0]}] is https, the edge needs a certificate Secret"
+            yield (
+                ("certificateRef",),
+                (f"required: ports[{needs_cert[0]}] is https, the edge needs a certificate Secret"),
             )
         if any(p.protocol in ("http", "https") for p in self.ports) and not self.hostnames:
             yield ("hostnames",), "at least one hostname is required for http/https ports"
@@ -70,8 +71,9 @@ class GlobalServiceSpec(Spec):
             weighted = [i for i in members if self.zones[i].weight is not None]
             if weighted and len(weighted) != len(members):
                 missing = next(i for i in members if self.zones[i].weight is None)
-                yield ("zones", missing, "weight"), (
-                    f"zones of priority {priority} must all set a weight or none of them"
+                yield (
+                    ("zones", missing, "weight"),
+                    (f"zones of priority {priority} must all set a weight or none of them"),
                 )
 
 
@@ -103,8 +105,9 @@ def _relations(resource: Resource, lookup: Lookup) -> Iterator[PathMessage]:
         names = ", ".join(p.name for p in ports.ports)
         for i, port in enumerate(spec.ports):
             if ports.port_named(port.target_port) is None:
-                yield ("spec", "ports", i, "targetPort"), (
-                    f"Service {spec.service!r} has no port named {port.target_port!r} (it has: {names})"
+                yield (
+                    ("spec", "ports", i, "targetPort"),
+                    (f"Service {spec.service!r} has no port named {port.target_port!r} (it has: {names})"),
                 )
     if spec.certificate_ref is not None:
         secret = lookup("Secret", spec.certificate_ref)

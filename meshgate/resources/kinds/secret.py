@@ -63,8 +63,8 @@ class SecretSpec(Spec):
 
 def _check_tls(data: dict[str, str]) -> Iterator[PathMessage]:
     missing = [k for k in ("tls.crt", "tls.key") if k not in data]
-    for key in missing:
-        yield ("data", key), "required for type tls"
+    for name in missing:
+        yield ("data", name), "required for type tls"
     if missing:
         return
     try:

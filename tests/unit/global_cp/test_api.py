@@ -11,18 +11,24 @@ import jsonschema
 from openapi_spec_validator import validate
 
 from global_cp.server import GlobalCP
-from meshgate.demo.resources import documents, public_certificate
 from meshgate.clock import SystemClock
+from meshgate.demo.resources import documents, public_certificate
 from tests.support.api import Api
 from tests.support.factories import doc
 
 ZONE_EU = doc("Zone", "eu", {"region": "Europe"}, env="prod")
 SERVICE_WEB = doc("Service", "web", {"ports": [{"name": "http", "port": 8080, "protocol": "http"}]})
-GS_WEB = doc("GlobalService", "web", {
-    "service": "web", "hostnames": ["www.example.com"], "vips": ["203.0.113.10"],
-    "ports": [{"name": "http", "port": 80, "protocol": "http", "targetPort": "http"}],
-    "zones": [{"zone": "eu"}],
-})
+GS_WEB = doc(
+    "GlobalService",
+    "web",
+    {
+        "service": "web",
+        "hostnames": ["www.example.com"],
+        "vips": ["203.0.113.10"],
+        "ports": [{"name": "http", "port": 80, "protocol": "http", "targetPort": "http"}],
+        "zones": [{"zone": "eu"}],
+    },
+)
 
 
 async def test_health_ready_and_metrics_need_no_token(api: Api) -> None:
@@ -46,7 +52,9 @@ async def test_apply_then_read_back(api: Api) -> None:
     reply = await api.apply(ZONE_EU, SERVICE_WEB, GS_WEB)
     assert reply.status == 200
     assert [(r["kind"], r["name"], r["outcome"]) for r in reply.body["results"]] == [
-        ("Zone", "eu", "created"), ("Service", "web", "created"), ("GlobalService", "web", "created"),
+        ("Zone", "eu", "created"),
+        ("Service", "web", "created"),
+        ("GlobalService", "web", "created"),
     ]
     listing = await api.get("/api/v1/globalservices")
     assert [d["metadata"]["name"] for d in listing.body["items"]] == ["web"]
@@ -75,8 +83,14 @@ async def test_an_invalid_apply_lists_every_violation_and_writes_nothing(api: Ap
     assert reply.status == 400
     assert reply.body["error"]["reason"] == "Invalid"
     paths = {(v["document"], v["path"]) for v in reply.body["error"]["violations"]}
-    assert paths == {(2, "spec.vips[0]"), (2, "spec.ports[0].protocol"), (3, "apiVersion"),
-                     (3, "kind"), (3, "metadata"), (3, "spec")}
+    assert paths == {
+        (2, "spec.vips[0]"),
+        (2, "spec.ports[0].protocol"),
+        (3, "apiVersion"),
+        (3, "kind"),
+        (3, "metadata"),
+        (3, "spec"),
+    }
     after = (await api.get("/api/v1/zones")).body
     assert after["metadata"]["resourceVersion"] == before
     assert [z["metadata"]["name"] for z in after["items"]] == ["eu"]
@@ -102,7 +116,9 @@ async def test_body_over_the_limit_is_413(api: Api) -> None:
 
 async def test_zone_reported_kinds_are_not_written_by_operators(api: Api) -> None:
     await api.apply(ZONE_EU)
-    dataplane = doc("Dataplane", "eu.web-1", {"zone": "eu", "role": "local", "address": "10.0.0.1", "port": 1})
+    dataplane = doc(
+        "Dataplane", "eu.web-1", {"zone": "eu", "role": "local", "address": "10.0.0.1", "port": 1}
+    )
     reply = await api.apply(dataplane)
     assert reply.status == 403
     assert "written only by the zone control plane" in reply.body["error"]["message"]
@@ -170,13 +186,17 @@ async def test_label_selectors(api: Api) -> None:
 
 async def test_secret_data_is_never_read_back(api: Api) -> None:
     cert, key = public_certificate(SystemClock().now())
-    secret = doc("Secret", "web-tls", {"type": "tls", "data": {"tls.crt": cert, "tls.key": key}, "zones": ["*"]})
+    secret = doc(
+        "Secret", "web-tls", {"type": "tls", "data": {"tls.crt": cert, "tls.key": key}, "zones": ["*"]}
+    )
     events = asyncio.create_task(_watch_lines(api, "?kinds=Secret", 1))
     await asyncio.sleep(0.2)
     assert (await api.apply(secret)).status == 200
-    for body in [(await api.get("/api/v1/secrets/web-tls")).body,
-                 (await api.get("/api/v1/secrets")).body["items"][0],
-                 (await events)[0]["object"]]:
+    for body in [
+        (await api.get("/api/v1/secrets/web-tls")).body,
+        (await api.get("/api/v1/secrets")).body["items"][0],
+        (await events)[0]["object"],
+    ]:
         assert "data" not in body["spec"]
         assert set(body["status"]["redacted"]["data"]) == {"tls.crt", "tls.key"}
         assert "PRIVATE KEY" not in json.dumps(body)
@@ -206,8 +226,11 @@ async def test_watch_in_order_and_resume(api: Api) -> None:
     await api.call("DELETE", "/api/v1/globalservices/web")
     events = await asyncio.wait_for(_watch_lines(api, f"?fromRevision={start}", 5), 10)
     assert [(e["type"], e["object"]["kind"], e["object"]["metadata"]["name"]) for e in events] == [
-        ("ADDED", "Zone", "eu"), ("ADDED", "Service", "web"), ("ADDED", "GlobalService", "web"),
-        ("MODIFIED", "Zone", "eu"), ("DELETED", "GlobalService", "web"),
+        ("ADDED", "Zone", "eu"),
+        ("ADDED", "Service", "web"),
+        ("ADDED", "GlobalService", "web"),
+        ("MODIFIED", "Zone", "eu"),
+        ("DELETED", "GlobalService", "web"),
     ]
     # Reconnect after the third event (its revision also covers the second: one apply):
     # the rest arrives, nothing twice.
@@ -235,8 +258,11 @@ async def test_join_tokens_verify_offline(api: Api, cp: GlobalCP) -> None:
 
     public = load_pem_public_key(stored.public_key.encode())
     claims = join_tokens.verify(
-        reply.body["token"], {stored.key_id: public}, now=SystemClock().now(),  # type: ignore[dict-item]
-        role="zone", zone="eu",
+        reply.body["token"],
+        {stored.key_id: public},
+        now=SystemClock().now(),  # type: ignore[dict-item]
+        role="zone",
+        zone="eu",
     )
     assert claims.ca_fingerprint == ca["fingerprint"]
     assert claims.reusable is False

@@ -40,13 +40,19 @@ def test_references_must_resolve() -> None:
 
 
 def test_references_resolve_within_the_same_apply() -> None:
-    assert messages(puts(zone("mars"), service("web"), global_service("web", zones=[{"zone": "mars"}])), state()) == []
+    assert (
+        messages(puts(zone("mars"), service("web"), global_service("web", zones=[{"zone": "mars"}])), state())
+        == []
+    )
 
 
 def test_target_port_must_name_a_port_of_the_service() -> None:
     gs = global_service("web")
-    gs_bad = resource("GlobalService", "web", {**gs.spec_dict(), "ports": [
-        {"name": "http", "port": 80, "protocol": "http", "targetPort": "grpc"}]})
+    gs_bad = resource(
+        "GlobalService",
+        "web",
+        {**gs.spec_dict(), "ports": [{"name": "http", "port": 80, "protocol": "http", "targetPort": "grpc"}]},
+    )
     assert messages(puts(gs_bad), state(service("web"))) == [
         "document 0 (GlobalService/web): spec.ports[0].targetPort: "
         "Service 'web' has no port named 'grpc' (it has: http)"
@@ -66,7 +72,9 @@ def test_delete_refused_while_referenced() -> None:
     assert messages([Change(0, ("Zone", "eu"), None)], current) == [
         "document 0 (Zone/eu): still referenced by GlobalService/web (spec.zones[0].zone)"
     ]
-    assert messages([Change(0, ("Zone", "eu"), None), Change(1, ("GlobalService", "web"), None)], current) == []
+    assert (
+        messages([Change(0, ("Zone", "eu"), None), Change(1, ("GlobalService", "web"), None)], current) == []
+    )
 
 
 def test_certificate_must_be_a_tls_secret() -> None:
@@ -99,8 +107,12 @@ def test_trust_domain_cannot_change() -> None:
 
 
 def test_zone_reported_resources_go_with_their_zone() -> None:
-    dp = resource("Dataplane", "eu.web-1", {"zone": "eu", "role": "local", "address": "10.0.0.1", "port": 10001})
-    other = resource("Dataplane", "us.web-1", {"zone": "us", "role": "local", "address": "10.0.0.2", "port": 10001})
+    dp = resource(
+        "Dataplane", "eu.web-1", {"zone": "eu", "role": "local", "address": "10.0.0.1", "port": 10001}
+    )
+    other = resource(
+        "Dataplane", "us.web-1", {"zone": "us", "role": "local", "address": "10.0.0.2", "port": 10001}
+    )
     insight = resource("ZoneInsight", "eu", {"zone": "eu"})
     current = state(zone("eu"), zone("us"), dp, other, insight)
     assert cascade([("Zone", "eu")], current) == [("Dataplane", "eu.web-1"), ("ZoneInsight", "eu")]

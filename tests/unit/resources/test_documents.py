@@ -24,7 +24,7 @@ def test_repeated_keys_are_errors() -> None:
 
 
 def test_syntax_errors_name_line_and_column() -> None:
-    assert error("spec:\n  ports: [1, 2\n") .startswith("invalid YAML at line 3, column 1")
+    assert error("spec:\n  ports: [1, 2\n").startswith("invalid YAML at line 3, column 1")
     assert error('{"kind": }') == "invalid JSON at line 1, column 10: Expecting value"
 
 

@@ -74,10 +74,13 @@ def test_envelope_errors() -> None:
     assert violations({"kind": "Zone", "metadata": {"name": "a"}, "spec": {}}) == {
         "apiVersion": "must be meshgate/v1alpha1"
     }
-    found = violations({"apiVersion": "meshgate/v1alpha1", "kind": "Widget", "metadata": {"name": "a"}, "spec": {}})
+    found = violations(
+        {"apiVersion": "meshgate/v1alpha1", "kind": "Widget", "metadata": {"name": "a"}, "spec": {}}
+    )
     assert found["kind"].startswith("unknown kind 'Widget'; known kinds: Mesh, Zone")
     assert violations({"apiVersion": "meshgate/v1alpha1", "kind": "Zone"}) == {
-        "metadata": "required", "spec": "required"
+        "metadata": "required",
+        "spec": "required",
     }
     assert violations(["not", "a", "mapping"]) == {
         "": "a document must be a mapping with apiVersion, kind, metadata, spec"
@@ -94,8 +97,11 @@ def test_system_kinds_are_unknown_to_operators() -> None:
     [("Zone", "EU"), ("Zone", "eu.west"), ("Service", "web_1"), ("Zone", "a" * 64), ("Secret", "-x")],
 )
 def test_names_must_be_dns_safe(kind: str, name: str) -> None:
-    spec = {"Zone": {}, "Service": {"ports": [{"name": "a", "port": 1}]},
-            "Secret": {"type": "opaque", "data": {}}}[kind]
+    spec = {
+        "Zone": {},
+        "Service": {"ports": [{"name": "a", "port": 1}]},
+        "Secret": {"type": "opaque", "data": {}},
+    }[kind]
     assert "metadata.name" in violations(doc(kind, name, spec))
 
 
@@ -153,7 +159,9 @@ def test_tls_secret_must_hold_a_matching_certificate_and_key(tls_pair: tuple[str
     ok = parse_resource(doc("Secret", "web-tls", {"type": "tls", "data": {"tls.crt": cert, "tls.key": key}}))
     assert ok.kind == "Secret"
     _other_cert, other_key = _pair()
-    found = violations(doc("Secret", "web-tls", {"type": "tls", "data": {"tls.crt": cert, "tls.key": other_key}}))
+    found = violations(
+        doc("Secret", "web-tls", {"type": "tls", "data": {"tls.crt": cert, "tls.key": other_key}})
+    )
     assert found == {'spec.data["tls.key"]': "does not match the first certificate in tls.crt"}
     found = violations(doc("Secret", "web-tls", {"type": "tls", "data": {"tls.crt": "nope"}}))
     assert found == {'spec.data["tls.key"]': "required for type tls"}
@@ -174,7 +182,9 @@ def test_zone_insight_is_named_after_its_zone() -> None:
 
 
 def test_duration_fields() -> None:
-    found = violations(doc("Mesh", "default", {"trustDomain": "example.org", "mtls": {"certificateTTL": "1 day"}}))
+    found = violations(
+        doc("Mesh", "default", {"trustDomain": "example.org", "mtls": {"certificateTTL": "1 day"}})
+    )
     assert found == {"spec.mtls.certificateTTL": "must be a duration such as 90s, 15m, 24h or 1h30m"}
 
 
