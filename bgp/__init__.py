@@ -1,0 +1,2 @@
+"""ExaBGP configuration, the process-API driver and the announcement state machine.
+Arrives with the edge milestone."""
