@@ -3,6 +3,7 @@
 Query parameters (both backends): ``max-txn-ops`` and ``max-request-bytes`` (what one
 atomic apply may hold; etcd's server defaults are 128 and 1572864: raise them only if the
 etcd cluster was started with larger ``--max-txn-ops`` / ``--max-request-bytes``).
+SQLite only: ``history`` (revisions of change history kept for watches, default 100000).
 etcd only: ``timeout`` (seconds per call, default 8), ``ca``, ``cert``, ``key`` (PEM files
 for TLS/mTLS to etcd; ``etcds://`` requires ``ca``).
 """
@@ -37,7 +38,12 @@ async def open_store(url: str) -> Store:
         path, _, raw_query = rest.partition("?")
         if not path:
             raise StoreUrlError("sqlite: needs a file path, e.g. sqlite:/var/lib/meshgate/store.db")
-        return await SqliteStore.open(Path(path), limits=_limits(parse_qs(raw_query)))
+        query = parse_qs(raw_query)
+        try:
+            history = int(query.get("history", ["100000"])[0])
+        except ValueError:
+            raise StoreUrlError("sqlite: history must be a number of revisions") from None
+        return await SqliteStore.open(Path(path), limits=_limits(query), history=history)
     if url.startswith(("etcd://", "etcds://")):
         parts = urlsplit(url)
         query = parse_qs(parts.query)

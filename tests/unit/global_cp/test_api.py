@@ -311,3 +311,47 @@ async def test_store_file_removed_gives_503_not_a_hang(api: Api, cp: GlobalCP) -
     assert reply.headers["Retry-After"] == "5"
     assert "removed or replaced" in reply.body["error"]["message"]
     assert (await api.call("GET", "/readyz", token="")).status == 503
+
+
+async def test_a_locked_store_gives_503_within_the_busy_timeout(api: Api, cp: GlobalCP) -> None:
+    import sqlite3
+    import time
+
+    await api.apply(ZONE_EU)
+    other = sqlite3.connect(cp.config.data_dir / "store.db", isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")  # another process holding the file
+    try:
+        started = time.monotonic()
+        reply = await asyncio.wait_for(api.apply(doc("Zone", "us", {})), 10)
+        assert reply.status == 503
+        assert "Retry-After" in reply.headers
+        assert "database is locked" in reply.body["error"]["message"]
+        assert time.monotonic() - started < 8
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert (await api.apply(doc("Zone", "us", {}))).status == 200
+
+
+async def test_watch_from_compacted_history_is_410(tmp_path: Any) -> None:
+    from global_cp.config import GlobalCPConfig
+
+    server = GlobalCP(
+        GlobalCPConfig(
+            data_dir=tmp_path / "cp",
+            store_url=f"sqlite:{tmp_path / 'store.db'}?history=3",
+            listen="127.0.0.1:0",
+        )
+    )
+    await server.start()
+    await server.wait_ready()
+    client = Api(server.url, server.config.admin_token.read_text().strip())
+    try:
+        for i in range(6):
+            assert (await client.apply(doc("Zone", f"z{i}", {}))).status == 200
+        gone = await client.get("/api/v1/watch?fromRevision=1")
+        assert gone.status == 410
+        assert "compacted" in gone.body["error"]["message"]
+    finally:
+        await client.close()
+        await server.stop()
