@@ -5,7 +5,8 @@ atomic apply may hold; etcd's server defaults are 128 and 1572864: raise them on
 etcd cluster was started with larger ``--max-txn-ops`` / ``--max-request-bytes``).
 SQLite only: ``history`` (revisions of change history kept for watches, default 100000).
 etcd only: ``timeout`` (seconds per call, default 8), ``ca``, ``cert``, ``key`` (PEM files
-for TLS/mTLS to etcd; ``etcds://`` requires ``ca``).
+for TLS/mTLS to etcd; ``etcds://`` requires ``ca``), ``server-name`` (the name in etcd's
+server certificate, needed with TLS and several endpoints).
 """
 
 from __future__ import annotations
@@ -67,5 +68,6 @@ async def open_store(url: str) -> Store:
             ca_cert=tls.get("ca"),
             cert_chain=tls.get("cert"),
             cert_key=tls.get("key"),
+            tls_server_name=query.get("server-name", [None])[0],
         )
     raise StoreUrlError(f"unknown store URL {url!r}: use sqlite:PATH or etcd://HOST:PORT,...")
