@@ -32,3 +32,25 @@ def count(*path: str) -> Callable[[Doc], str]:
         return str(len(node)) if isinstance(node, list | dict) else "0"
 
     return value
+
+
+def each(field: str, template: str, **when: str) -> Callable[[Doc], str]:
+    """Items of the list ``spec.<field>`` formatted with ``template`` (``{port}/{protocol}``),
+    joined by commas; only those whose keys equal ``when`` if given."""
+
+    def value(doc: Doc) -> str:
+        items = doc.get("spec", {}).get(field, [])
+        chosen = [i for i in items if all(i.get(k) == v for k, v in when.items())]
+        return ",".join(template.format(**i) for i in chosen)
+
+    return value
+
+
+def fraction(field: str, key: str, wanted: str) -> Callable[[Doc], str]:
+    """``3/4``: items of ``spec.<field>`` whose ``key`` equals ``wanted``, out of all."""
+
+    def value(doc: Doc) -> str:
+        items = doc.get("spec", {}).get(field, [])
+        return f"{sum(1 for i in items if i.get(key) == wanted)}/{len(items)}"
+
+    return value

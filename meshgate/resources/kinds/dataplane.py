@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from meshgate.resources.fields import DnsLabel, IPAddress, Port, Text
-from meshgate.resources.kinds._columns import count, spec_field
+from meshgate.resources.kinds._columns import count, fraction, spec_field
 from meshgate.resources.model import PathMessage, Spec
 from meshgate.resources.registry import (
     Column,
@@ -49,13 +49,6 @@ def _references(spec: DataplaneSpec) -> Iterable[Reference]:
     yield Reference("Zone", spec.zone, ("zone",))
 
 
-def _healthy(doc: object) -> str:
-    spec = doc.get("spec", {}) if isinstance(doc, dict) else {}
-    workloads = spec.get("workloads", [])
-    healthy = sum(1 for w in workloads if w.get("health") == "healthy")
-    return f"{healthy}/{len(workloads)}"
-
-
 DESCRIPTOR = KindDescriptor(
     kind="Dataplane",
     plural="dataplanes",
@@ -70,7 +63,7 @@ DESCRIPTOR = KindDescriptor(
         Column("ROLE", spec_field("role")),
         Column("ADDRESS", spec_field("address")),
         Column("WORKLOADS", count("workloads")),
-        Column("HEALTHY", _healthy),
+        Column("HEALTHY", fraction("workloads", "health", "healthy")),
     ),
     description="A registered proxy (written by its zone CP).",
 )

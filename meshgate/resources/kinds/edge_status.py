@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from meshgate.resources.fields import DnsLabel, IPAddress, Text, Timestamp
-from meshgate.resources.kinds._columns import count, spec_field
+from meshgate.resources.kinds._columns import each, fraction, spec_field
 from meshgate.resources.model import Spec
 from meshgate.resources.registry import (
     Column,
@@ -46,18 +46,6 @@ def _references(spec: EdgeStatusSpec) -> Iterable[Reference]:
     yield Reference("Zone", spec.zone, ("zone",))
 
 
-def _announced(doc: object) -> str:
-    spec = doc.get("spec", {}) if isinstance(doc, dict) else {}
-    return ",".join(a["vip"] for a in spec.get("announcements", []) if a["state"] == "announced")
-
-
-def _established(doc: object) -> str:
-    spec = doc.get("spec", {}) if isinstance(doc, dict) else {}
-    sessions = spec.get("sessions", [])
-    up = sum(1 for s in sessions if s["state"] == "established")
-    return f"{up}/{len(sessions)}"
-
-
 DESCRIPTOR = KindDescriptor(
     kind="EdgeStatus",
     plural="edgestatuses",
@@ -70,9 +58,8 @@ DESCRIPTOR = KindDescriptor(
     references=_references,
     columns=(
         Column("ZONE", spec_field("zone")),
-        Column("SESSIONS UP", _established),
-        Column("ANNOUNCED", _announced),
-        Column("SESSIONS", count("sessions")),
+        Column("SESSIONS UP", fraction("sessions", "state", "established")),
+        Column("ANNOUNCED", each("announcements", "{vip}", state="announced")),
     ),
     description="BGP sessions and announcements of one edge (written by its zone CP).",
 )

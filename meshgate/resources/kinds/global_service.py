@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from meshgate.resources.fields import DnsLabel, Hostname, IPAddress, Name, Port
-from meshgate.resources.kinds._columns import spec_field
+from meshgate.resources.kinds._columns import each, spec_field
 from meshgate.resources.kinds.secret import SecretSpec
 from meshgate.resources.kinds.service import ServiceSpec
 from meshgate.resources.model import PathMessage, Resource, Spec
@@ -121,11 +121,6 @@ def _unique_keys(spec: GlobalServiceSpec) -> Iterator[UniqueKey]:
             yield UniqueKey(("listener", vip, port.port), ("vips", i), f"{vip} port {port.port}")
 
 
-def _listeners(doc: object) -> str:
-    spec = doc.get("spec", {}) if isinstance(doc, dict) else {}
-    return ",".join(f"{p['port']}/{p['protocol']}" for p in spec.get("ports", []))
-
-
 DESCRIPTOR = KindDescriptor(
     kind="GlobalService",
     plural="globalservices",
@@ -141,7 +136,7 @@ DESCRIPTOR = KindDescriptor(
     columns=(
         Column("SERVICE", spec_field("service")),
         Column("VIPS", spec_field("vips")),
-        Column("PORTS", _listeners),
+        Column("PORTS", each("ports", "{port}/{protocol}")),
         Column("HOSTNAMES", spec_field("hostnames")),
     ),
     description="A public service: hostnames and anycast VIPs announced by healthy edges.",

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from meshgate.resources.fields import DnsLabel, Port
+from meshgate.resources.kinds._columns import each
 from meshgate.resources.model import PathMessage, Spec
 from meshgate.resources.registry import Column, KindDescriptor, Owner, Scope, SyncDirection
 
@@ -36,11 +37,6 @@ class ServiceSpec(Spec):
         return next((p for p in self.ports if p.name == name), None)
 
 
-def _ports(doc: object) -> str:
-    spec = doc.get("spec", {}) if isinstance(doc, dict) else {}
-    return ",".join(f"{p['name']}:{p['port']}/{p['protocol']}" for p in spec.get("ports", []))
-
-
 DESCRIPTOR = KindDescriptor(
     kind="Service",
     plural="services",
@@ -50,6 +46,6 @@ DESCRIPTOR = KindDescriptor(
     sync=SyncDirection.GLOBAL_TO_ZONE,
     short_names=("svc",),
     dns_label_name=True,  # appears in SNI and in spiffe://<td>/svc/<service>
-    columns=(Column("PORTS", _ports),),
+    columns=(Column("PORTS", each("ports", "{name}:{port}/{protocol}")),),
     description="A mesh service; its identity is spiffe://<trust-domain>/svc/<name>.",
 )
