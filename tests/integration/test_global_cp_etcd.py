@@ -189,3 +189,37 @@ def test_two_replicas_share_one_etcd(etcd_server: EtcdServer, tmp_path: Path) ->
     finally:
         a.kill()
         b.kill()
+
+
+def test_etcd_down_gives_503_with_retry_after_not_a_hang(tmp_path: Path) -> None:
+    etcd = EtcdServer(tmp_path / "etcd").start()
+    cp = GlobalCPProcess(tmp_path / "cp", store=etcd_url(etcd.endpoints) + "?timeout=2").start()
+    try:
+        token = cp.token()
+        assert post(cp.url, token, "/api/v1/apply", {"kind": "List", "items": [zone_doc("before")]})[0] == 200
+        etcd.kill()
+        started = time.monotonic()
+        request = urllib.request.Request(
+            cp.url + "/api/v1/apply",
+            data=json.dumps({"kind": "List", "items": [zone_doc("during")]}).encode(),
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        elapsed = time.monotonic() - started
+        assert refused.value.code == 503
+        assert refused.value.headers["Retry-After"]
+        body = json.loads(refused.value.read())
+        assert body["error"]["reason"] in ("StoreUnavailable", "Indeterminate")
+        assert elapsed < 10, f"took {elapsed:.1f}s"
+        assert not cp.ready()  # /readyz says so too
+        etcd.restart()
+        wait_for(cp.ready, 30, "ready again once etcd is back")
+        names = cli_json(["get", "zones"], cp.cli_env())
+        assert isinstance(names, dict)
+        assert {z["metadata"]["name"] for z in names["items"]} == {"before"}
+        assert post(cp.url, token, "/api/v1/apply", {"kind": "List", "items": [zone_doc("after")]})[0] == 200
+    finally:
+        cp.kill()
+        etcd.stop()
