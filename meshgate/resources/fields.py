@@ -29,7 +29,7 @@ def _fail(message: str) -> PydanticCustomError:
 
 
 def _dns_label(value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
+    if len(value) > 63 or not _DNS_LABEL.fullmatch(value):
         raise _fail(
             "must be a DNS label: at most 63 lowercase letters, digits or '-', "
             "starting and ending with a letter or digit"
@@ -38,13 +38,13 @@ def _dns_label(value: str) -> str:
 
 
 def _subdomain(value: str) -> str:
-    if len(value) > 253 or not _SUBDOMAIN.match(value):
+    if len(value) > 253 or not _SUBDOMAIN.fullmatch(value):
         raise _fail("must be lowercase DNS labels joined by '.' (letters, digits, '-'), at most 253 chars")
     return value
 
 
 def _hostname(value: str) -> str:
-    if len(value) > 253 or not _HOSTNAME.match(value) or any(len(p) > 63 for p in value.split(".")):
+    if len(value) > 253 or not _HOSTNAME.fullmatch(value) or any(len(p) > 63 for p in value.split(".")):
         raise _fail("must be a lowercase DNS hostname, optionally starting with '*.'")
     return value
 
@@ -68,7 +68,7 @@ def _ipv4(value: str) -> str:
 
 def parse_duration(value: str) -> float:
     """Seconds in a Go-style duration: ``90s``, ``15m``, ``1h30m``, ``250ms``."""
-    if not value or not _DURATION.match(value):
+    if not value or not _DURATION.fullmatch(value):
         raise ValueError(f"invalid duration {value!r}")
     scale = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
     return sum(int(n) * scale[u] for n, u in _DURATION_PART.findall(value))
@@ -102,8 +102,8 @@ def _timestamp(value: str) -> str:
 
 def _label_key(value: str) -> str:
     prefix, _, name = value.rpartition("/")
-    if (prefix and (len(prefix) > 253 or not _SUBDOMAIN.match(prefix))) or (
-        not name or len(name) > 63 or not _LABEL_KEY_NAME.match(name)
+    if (prefix and (len(prefix) > 253 or not _SUBDOMAIN.fullmatch(prefix))) or (
+        not name or len(name) > 63 or not _LABEL_KEY_NAME.fullmatch(name)
     ):
         raise _fail(
             "label keys are [prefix/]name: name is at most 63 letters, digits, '-', '_' or '.', "
@@ -113,7 +113,7 @@ def _label_key(value: str) -> str:
 
 
 def _label_value(value: str) -> str:
-    if len(value) > 63 or not _LABEL_VALUE.match(value):
+    if len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
         raise _fail(
             "label values are at most 63 letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit"

@@ -31,13 +31,13 @@ _ZONE_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def _data_key(value: str) -> str:
-    if not _DATA_KEY.match(value):
+    if not _DATA_KEY.fullmatch(value):
         raise PydanticCustomError("meshgate", "data keys are letters, digits, '-', '_' or '.'")
     return value
 
 
 def _zone_or_all(value: str) -> str:
-    if value != ALL_ZONES and not _ZONE_LABEL.match(value):
+    if value != ALL_ZONES and not _ZONE_LABEL.fullmatch(value):
         raise PydanticCustomError("meshgate", "must be a zone name, or '*' for every zone")
     return value
 

@@ -94,7 +94,15 @@ def test_system_kinds_are_unknown_to_operators() -> None:
 
 @pytest.mark.parametrize(
     ("kind", "name"),
-    [("Zone", "EU"), ("Zone", "eu.west"), ("Service", "web_1"), ("Zone", "a" * 64), ("Secret", "-x")],
+    [
+        ("Zone", "EU"),
+        ("Zone", "eu.west"),
+        ("Service", "web_1"),
+        ("Zone", "a" * 64),
+        ("Secret", "-x"),
+        ("Zone", "eu\n"),  # a trailing newline must not slip past an anchored pattern
+        ("Secret", "web\n"),
+    ],
 )
 def test_names_must_be_dns_safe(kind: str, name: str) -> None:
     spec = {
@@ -167,6 +175,21 @@ def test_tls_secret_must_hold_a_matching_certificate_and_key(tls_pair: tuple[str
     assert found == {'spec.data["tls.key"]': "required for type tls"}
     found = violations(doc("Secret", "s", {"type": "tls", "data": {"tls.crt": "nope", "tls.key": key}}))
     assert found == {'spec.data["tls.crt"]': "must hold one or more PEM certificates (leaf first)"}
+
+
+def test_trailing_newlines_are_refused_everywhere() -> None:
+    spec = {"ports": [{"name": "http\n", "port": 80}]}
+    assert violations(doc("Service", "web", spec)) == {
+        "spec.ports[0].name": "must be a DNS label: at most 63 lowercase letters, digits or '-', "
+        "starting and ending with a letter or digit"
+    }
+    gs = {**GOOD_GLOBAL_SERVICE, "hostnames": ["www.example.com\n"]}
+    assert list(violations(doc("GlobalService", "web", gs))) == ["spec.hostnames[0]"]
+    mesh = {"trustDomain": "example.org", "mtls": {"certificateTTL": "24h\n"}}
+    assert list(violations(doc("Mesh", "default", mesh))) == ["spec.mtls.certificateTTL"]
+    document = doc("Zone", "eu", {})
+    document["metadata"]["labels"] = {"team\n": "x", "ok": "value\n"}
+    assert len(violations(document)) == 2
 
 
 def test_secret_zones() -> None:

@@ -1,0 +1,190 @@
+"""The source side of one sync stream, as a state machine with no I/O.
+
+Feed it what the sink says (``on_message``) and which keys changed (``mark_dirty``); ask it
+what to send (``poll``). It keeps what the sink has acknowledged, so after a reconnect (a new
+session whose ``hello`` lists what the sink holds) only differences are sent.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from meshgate.sync.messages import Ack, Hello, Message, Nack, ProtocolError, Update, Upsert
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    version: str  # content version
+    doc: dict[str, Any]
+    size: int  # encoded size of doc, for splitting updates
+
+
+class SourceView(Protocol):
+    """What this sink may see of the source."""
+
+    @property
+    def version(self) -> int: ...
+
+    def entry(self, key: str) -> Entry | None: ...
+
+    def keys(self) -> Iterable[str]: ...
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    max_message_bytes: int = 1024 * 1024  # an update bigger than this goes in parts
+    nack_backoff: float = 1.0
+    nack_backoff_max: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """An acknowledged update: how many changes and how long the oldest waited."""
+
+    version: int
+    changes: int
+    latencies: tuple[float, ...]
+
+
+@dataclass(slots=True)
+class _InFlight:
+    nonce: str
+    version: int
+    sent: dict[str, str | None]  # key -> version sent (None: removed)
+    changed_at: dict[str, float]
+
+
+@dataclass
+class SourceStats:
+    updates_sent: int = 0
+    acks: int = 0
+    nacks: int = 0
+    applied_version: int = 0
+    last_nack: Nack | None = None
+    last_nack_at: float | None = None
+
+
+@dataclass
+class SourceSession:
+    view: SourceView
+    now: Callable[[], float]
+    settings: SourceSettings = field(default_factory=SourceSettings)
+    stats: SourceStats = field(default_factory=SourceStats)
+    _known: dict[str, str] | None = None  # None until hello
+    _dirty: dict[str, float] = field(default_factory=dict)  # key -> when it first changed
+    _inflight: _InFlight | None = None
+    _retry_at: float = 0.0
+    _backoff: float = 0.0
+
+    @property
+    def ready(self) -> bool:
+        return self._known is not None
+
+    @property
+    def known(self) -> dict[str, str]:
+        return dict(self._known or {})
+
+    def pending_since(self) -> float | None:
+        """When the oldest change not yet acknowledged by the sink was seen, if any."""
+        times = list(self._dirty.values())
+        if self._inflight is not None:
+            times.extend(self._inflight.changed_at.values())
+        return min(times) if times else None
+
+    def next_retry(self) -> float | None:
+        """After a NACK: when poll may send again."""
+        return self._retry_at if self._retry_at > self.now() else None
+
+    def mark_dirty(self, keys: Iterable[str]) -> None:
+        at = self.now()
+        for key in keys:
+            self._dirty.setdefault(key, at)
+
+    def on_message(self, message: Message) -> Delivered | None:
+        match message:
+            case Hello(known=known, applied_version=applied):
+                if self._known is not None:
+                    raise ProtocolError("hello sent twice")
+                self._known = dict(known)
+                self.stats.applied_version = applied
+                self.mark_dirty(set(known) | set(self.view.keys()))
+                return None
+            case Ack(nonce=nonce, version=version):
+                flight = self._take(nonce)
+                assert self._known is not None
+                for key, sent in flight.sent.items():
+                    if sent is None:
+                        self._known.pop(key, None)
+                    else:
+                        self._known[key] = sent
+                self.stats.acks += 1
+                self.stats.applied_version = version
+                self._backoff = 0.0
+                now = self.now()
+                return Delivered(
+                    version, len(flight.sent), tuple(now - t for t in flight.changed_at.values())
+                )
+            case Nack():
+                flight = self._take(message.nonce)
+                for key, at in flight.changed_at.items():  # still different: send again later
+                    self._dirty.setdefault(key, at)
+                self.stats.nacks += 1
+                self.stats.last_nack = message
+                self.stats.last_nack_at = self.now()
+                self._backoff = min(
+                    max(self._backoff * 2, self.settings.nack_backoff), self.settings.nack_backoff_max
+                )
+                self._retry_at = self.now() + self._backoff
+                return None
+            case Update():
+                raise ProtocolError("a sink does not send updates")
+        raise ProtocolError(f"unexpected message {type(message).__name__}")
+
+    def poll(self) -> list[Update]:
+        """The next update to send, in parts, or nothing (not ready, busy, backing off, no change)."""
+        if self._known is None or self._inflight is not None or self.now() < self._retry_at:
+            return []
+        changes: dict[str, Entry | None] = {}
+        changed_at: dict[str, float] = {}
+        for key, at in self._dirty.items():
+            entry = self.view.entry(key)
+            if (entry.version if entry else None) != self._known.get(key):
+                changes[key] = entry
+                changed_at[key] = at
+        self._dirty.clear()
+        if not changes:
+            return []
+        nonce = secrets.token_urlsafe(12)
+        version = self.view.version
+        self._inflight = _InFlight(
+            nonce, version, {k: (e.version if e else None) for k, e in changes.items()}, changed_at
+        )
+        self.stats.updates_sent += 1
+        return _split(nonce, version, changes, self.settings.max_message_bytes)
+
+    def _take(self, nonce: str) -> _InFlight:
+        flight = self._inflight
+        if flight is None or flight.nonce != nonce:
+            raise ProtocolError(f"acknowledgement for unknown nonce {nonce!r}")
+        self._inflight = None
+        return flight
+
+
+def _split(nonce: str, version: int, changes: dict[str, Entry | None], budget: int) -> list[Update]:
+    parts: list[Update] = []
+    batch: list[Upsert] = []
+    size = 0
+    for key, entry in sorted(changes.items()):
+        if entry is None:
+            continue
+        if batch and size + entry.size > budget:
+            parts.append(Update(nonce, version, tuple(batch), (), final=False))
+            batch, size = [], 0
+        batch.append(Upsert(key, entry.version, entry.doc))
+        size += entry.size + len(key) + 48
+    removals = tuple(sorted(k for k, e in changes.items() if e is None))
+    parts.append(Update(nonce, version, tuple(batch), removals, final=True))
+    return parts
