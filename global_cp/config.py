@@ -10,6 +10,8 @@ from pathlib import Path
 DEFAULT_PORT = 5680
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
 DEFAULT_TRUST_DOMAIN = "meshgate.local"
+DEFAULT_ZONE_PORT = 5685
+DEFAULT_ZONE_LISTEN = f"127.0.0.1:{DEFAULT_ZONE_PORT}"
 
 
 def default_data_dir() -> Path:
@@ -28,6 +30,10 @@ class GlobalCPConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     address_file: Path | None = None  # written with the API URL once listening
+    zone_listen: str = DEFAULT_ZONE_LISTEN  # enrollment and sync for zone CPs (TLS from the mesh CA)
+    zone_names: tuple[str, ...] = ()  # extra DNS names / IPs zones use to reach zone_listen
+    zone_address_file: Path | None = None
+    replica: str = ""  # name of this replica in zone status (default: host:pid)
     max_body: int = 4 * 1024 * 1024
     root_ttl: timedelta = timedelta(days=3650)
     heartbeat: float = 15.0
@@ -45,7 +51,14 @@ class GlobalCPConfig:
         return self.admin_token_file or self.data_dir / "admin-token"
 
     def host_port(self) -> tuple[str, int]:
-        host, sep, port = self.listen.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ValueError(f"--listen must be HOST:PORT, got {self.listen!r}")
-        return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - operator's choice
+        return split_host_port(self.listen, "--listen")
+
+    def zone_host_port(self) -> tuple[str, int]:
+        return split_host_port(self.zone_listen, "--zone-listen")
+
+
+def split_host_port(value: str, flag: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"{flag} must be HOST:PORT, got {value!r}")
+    return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - operator's choice

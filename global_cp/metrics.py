@@ -37,6 +37,30 @@ class Metrics:
         self.store_revision = Gauge(
             "meshgate_store_revision", "Store revision after the last write seen.", registry=self.registry
         )
+        self.zone_refusals = Counter(
+            "meshgate_zone_refusals",
+            "Zones turned away, by reason (token, unknown or disabled zone, identity...).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.zones_connected = Gauge(
+            "meshgate_sync_zones_connected",
+            "Zones with an open sync stream, by stream.",
+            ["stream"],
+            registry=self.registry,
+        )
+        self.sync_updates = Counter(
+            "meshgate_sync_updates",
+            "Sync updates by stream and result (sent, acked, nacked, received).",
+            ["stream", "result"],
+            registry=self.registry,
+        )
+        self.propagation = Histogram(
+            "meshgate_sync_propagation_seconds",
+            "From a change seen by the global CP to its acknowledgement by a zone.",
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        )
         self.ready = Gauge(
             "meshgate_ready", "1 when the global CP is ready to serve.", registry=self.registry
         )

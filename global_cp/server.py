@@ -1,13 +1,16 @@
-"""Running a global CP: store, bootstrap, CA reconciler and API, started and stopped in order."""
+"""Running a global CP: store, bootstrap, reconcilers, the operator API and the zone-facing
+listener, started in order and stopped in reverse."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import ssl
-from typing import cast
+from typing import Protocol, cast
 
 from aiohttp import web
 
@@ -20,6 +23,11 @@ from global_cp.mesh_ca import MeshCAReconciler
 from global_cp.metrics import Metrics
 from global_cp.service import ResourceService
 from global_cp.tokens import TokenIssuer
+from global_cp.zones.endpoints import CrossZoneReconciler
+from global_cp.zones.hub import SyncHub
+from global_cp.zones.listener import ZoneSide, build_zone_app
+from global_cp.zones.tls import ZoneFacingTLS
+from global_cp.zones.trust import load_trust
 from meshgate.clock import Clock, SystemClock
 from meshgate.pki.kek import Kek
 from meshgate.store.errors import Unavailable
@@ -29,18 +37,37 @@ from meshgate.store.urls import open_store
 log = logging.getLogger(__name__)
 
 
+class Component(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
 class GlobalCP:
-    """One global CP process. ``start`` returns once the API listens; ``ready`` follows."""
+    """One global CP process. ``start`` returns once the API listens; ``wait_ready`` waits for
+    bootstrap (store reachable, CA and keys loaded) and the zone-facing listener."""
 
     def __init__(self, config: GlobalCPConfig, clock: Clock | None = None) -> None:
         self.config = config
         self.clock = clock or SystemClock()
         self.url = ""
+        self.zone_url = ""
+        self.hub: SyncHub | None = None
         self._store: Store | None = None
-        self._runner: web.AppRunner | None = None
-        self._reconciler: MeshCAReconciler | None = None
+        self._runners: list[web.AppRunner] = []
+        self._components: list[Component] = []
         self._bootstrap_task: asyncio.Task[None] | None = None
         self._state: AppState | None = None
+
+    @property
+    def service(self) -> ResourceService:
+        assert self._state is not None, "start() first"
+        return self._state.service
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "start() first"
+        return self._store
 
     async def start(self) -> None:
         config = self.config
@@ -54,52 +81,55 @@ class GlobalCP:
             admin_hashes=set(),
             heartbeat=config.heartbeat,
         )
-        app = build_app(state, max_body=config.max_body)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-        await self._runner.setup()
-        host, port = config.host_port()
-        site = web.TCPSite(self._runner, host, port, ssl_context=self._tls(), reuse_address=True)
-        await site.start()
-        self.url = _url(site, self._tls() is not None)
+        tls = self._api_tls()
+        self.url = await self._serve(build_app(state, max_body=config.max_body), *config.host_port(), tls)
         if config.address_file is not None:
             auth.write_secret_file(config.address_file, self.url)
-        log.info("listening", extra={"url": self.url, "store": _redact(config.store)})
-        self._reconciler = MeshCAReconciler(store, kek, self.clock, root_ttl=config.root_ttl)
+        log.info("listening", extra={"url": self.url, "store": config.store.split("?", 1)[0]})
         self._bootstrap_task = asyncio.create_task(self._bootstrap(kek), name="bootstrap")
-
-    @property
-    def service(self) -> ResourceService:
-        assert self._state is not None, "start() first"
-        return self._state.service
 
     async def wait_ready(self) -> None:
         if self._bootstrap_task is not None:
             await self._bootstrap_task
 
     async def _bootstrap(self, kek: Kek) -> None:
-        assert self._store is not None
-        assert self._state is not None
-        assert self._reconciler
+        store, state, config = self.store, self._state, self.config
+        assert state is not None
         backoff = 0.2
         while True:
             try:
                 done = await bootstrap(
-                    self._store,
+                    store,
                     kek,
                     self.clock,
-                    admin_token_file=self.config.admin_token,
-                    trust_domain=self.config.trust_domain,
-                    root_ttl=self.config.root_ttl,
+                    admin_token_file=config.admin_token,
+                    trust_domain=config.trust_domain,
+                    root_ttl=config.root_ttl,
                 )
+                trust = await load_trust(store, kek)
                 break
             except Unavailable as exc:
                 log.warning("store unavailable during bootstrap: %s; retrying", exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-        state = self._state
         state.admin_hashes.update(done.admin_hashes)
-        state.issuer = TokenIssuer(self._store, done.token_key, done.token_key_id, self.clock)
-        await self._reconciler.start()
+        state.issuer = TokenIssuer(store, done.token_key, done.token_key_id, self.clock)
+        host, port = config.zone_host_port()
+        zone_tls = ZoneFacingTLS(trust.ca, self.clock, [host, "localhost", "127.0.0.1", *config.zone_names])
+        replica = config.replica or f"{socket.gethostname()}:{os.getpid()}"
+        self.hub = SyncHub(store, self.clock, state.metrics, replica)
+        for component in (
+            MeshCAReconciler(store, kek, self.clock, root_ttl=config.root_ttl),
+            CrossZoneReconciler(store),
+            zone_tls,
+            self.hub,
+        ):
+            await component.start()
+            self._components.append(component)
+        side = ZoneSide(store, trust, self.clock, state.metrics, self.hub)
+        self.zone_url = await self._serve(build_zone_app(side), host, port, zone_tls.context)
+        if config.zone_address_file is not None:
+            auth.write_secret_file(config.zone_address_file, self.zone_url)
         state.ready = True
         state.metrics.ready.set(1)
         if done.admin_token_written is not None:
@@ -108,9 +138,9 @@ class GlobalCP:
                 f"the meshgate CLI reads it from there, or pass --token-file",
                 flush=True,
             )
-        log.info("ready", extra={"url": self.url})
+        log.info("ready", extra={"url": self.url, "zone_url": self.zone_url})
 
-    def _tls(self) -> ssl.SSLContext | None:
+    def _api_tls(self) -> ssl.SSLContext | None:
         if self.config.tls_cert is None:
             return None
         from meshgate.pki.tls import server_context
@@ -118,15 +148,28 @@ class GlobalCP:
         assert self.config.tls_key is not None
         return server_context(self.config.tls_cert.read_bytes(), self.config.tls_key.read_bytes())
 
+    async def _serve(self, app: web.Application, host: str, port: int, tls: ssl.SSLContext | None) -> str:
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, host, port, ssl_context=tls, reuse_address=True)
+        await site.start()
+        server = cast(asyncio.Server | None, site._server)  # aiohttp keeps the bound socket here
+        assert server is not None
+        assert server.sockets
+        bound_host, bound_port = server.sockets[0].getsockname()[:2]
+        bound_host = f"[{bound_host}]" if ":" in bound_host else bound_host
+        return f"{'https' if tls else 'http'}://{bound_host}:{bound_port}"
+
     async def stop(self) -> None:
         if self._bootstrap_task is not None:
             self._bootstrap_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._bootstrap_task
-        if self._runner is not None:
-            await self._runner.cleanup()
-        if self._reconciler is not None:
-            await self._reconciler.stop()
+        for component in reversed(self._components):  # the hub closes zone streams first
+            await component.stop()
+        for runner in reversed(self._runners):
+            await runner.cleanup()
         if self._store is not None:
             await self._store.close()
         log.info("stopped")
@@ -144,16 +187,3 @@ async def run(config: GlobalCPConfig) -> None:
         await stop.wait()
     finally:
         await cp.stop()
-
-
-def _url(site: web.TCPSite, tls: bool) -> str:
-    server = cast(asyncio.Server | None, site._server)  # aiohttp keeps the bound socket here
-    assert server is not None
-    assert server.sockets
-    host, port = server.sockets[0].getsockname()[:2]
-    host = f"[{host}]" if ":" in host else host
-    return f"{'https' if tls else 'http'}://{host}:{port}"
-
-
-def _redact(url: str) -> str:
-    return url.split("?", 1)[0]

@@ -41,7 +41,7 @@ async def _demo(data_dir: Path, listen: str, once: bool) -> None:
     from meshgate.resources.kinds import REGISTRY
     from meshgate.resources.views import api_document
 
-    cp = GlobalCP(GlobalCPConfig(data_dir=data_dir, listen=listen))
+    cp = GlobalCP(GlobalCPConfig(data_dir=data_dir, listen=listen, zone_listen=_zone_listen(listen)))
     await cp.start()
     try:
         await cp.wait_ready()
@@ -68,3 +68,9 @@ async def _demo(data_dir: Path, listen: str, once: bool) -> None:
         await stop.wait()
     finally:
         await cp.stop()
+
+
+def _zone_listen(listen: str) -> str:
+    """The zone-facing listener on the same host; a free port when the API's is free too."""
+    host, _, port = listen.rpartition(":")
+    return f"{host}:0" if port == "0" else f"{host}:5685"

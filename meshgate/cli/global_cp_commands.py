@@ -44,6 +44,22 @@ def global_cp() -> None:
 @click.option(
     "--address-file", type=click.Path(path_type=Path), help="Write the API URL here once listening."
 )
+@click.option(
+    "--zone-listen",
+    default=None,
+    help="HOST:PORT where zone CPs enroll and sync (TLS) [default 127.0.0.1:5685]; port 0 picks one.",
+)
+@click.option(
+    "--zone-name",
+    "zone_names",
+    multiple=True,
+    help="A DNS name or IP zones use to reach --zone-listen (repeatable; goes in its certificate).",
+)
+@click.option(
+    "--zone-address-file",
+    type=click.Path(path_type=Path),
+    help="Write the zone-facing URL here once listening.",
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def run(
     data_dir: Path | None,
@@ -55,12 +71,21 @@ def run(
     tls_cert: Path | None,
     tls_key: Path | None,
     address_file: Path | None,
+    zone_listen: str | None,
+    zone_names: tuple[str, ...],
+    zone_address_file: Path | None,
     log_level: str,
 ) -> None:
     """Run the global CP until SIGTERM or SIGINT."""
     import uvloop
 
-    from global_cp.config import DEFAULT_LISTEN, DEFAULT_TRUST_DOMAIN, GlobalCPConfig, default_data_dir
+    from global_cp.config import (
+        DEFAULT_LISTEN,
+        DEFAULT_TRUST_DOMAIN,
+        DEFAULT_ZONE_LISTEN,
+        GlobalCPConfig,
+        default_data_dir,
+    )
     from global_cp.server import run as serve
     from meshgate.telemetry import logs
 
@@ -77,6 +102,9 @@ def run(
         tls_cert=tls_cert,
         tls_key=tls_key,
         address_file=address_file,
+        zone_listen=zone_listen or DEFAULT_ZONE_LISTEN,
+        zone_names=zone_names,
+        zone_address_file=zone_address_file,
     )
     try:
         uvloop.run(serve(config))

@@ -38,6 +38,7 @@ __all__ = [
     "TLS12_CIPHERS",
     "TlsConfigError",
     "client_context",
+    "load_identity",
     "peer_certificates",
     "server_context",
 ]
@@ -84,7 +85,8 @@ def _harden(context: ssl.SSLContext) -> None:
     set_groups(context, GROUPS)
 
 
-def _load_identity(context: ssl.SSLContext, cert_chain_pem: bytes, key_pem: bytes) -> None:
+def load_identity(context: ssl.SSLContext, cert_chain_pem: bytes, key_pem: bytes) -> None:
+    """Load (or replace, for rotation: new handshakes use it) the certificate and key."""
     blob = cert_chain_pem.rstrip(b"\n") + b"\n" + key_pem
     with _pem_file(blob) as path:
         context.load_cert_chain(path, path, password=_no_password)
@@ -112,7 +114,7 @@ def server_context(
         raise ValueError("require_client_cert needs client_ca_pem")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     _harden(context)
-    _load_identity(context, cert_chain_pem, key_pem)
+    load_identity(context, cert_chain_pem, key_pem)
     if client_ca_pem is not None:
         _load_roots(context, client_ca_pem)
         context.verify_mode = ssl.CERT_REQUIRED if require_client_cert else ssl.CERT_OPTIONAL
@@ -143,7 +145,7 @@ def client_context(
     context.verify_mode = ssl.CERT_REQUIRED
     _load_roots(context, ca_pem)
     if cert_chain_pem is not None and key_pem is not None:
-        _load_identity(context, cert_chain_pem, key_pem)
+        load_identity(context, cert_chain_pem, key_pem)
     return context
 
 

@@ -29,7 +29,8 @@ class Owner(enum.Enum):
 
     OPERATOR = "operator"  # through the global CP's API, with an admin token
     ZONE = "zone"  # only the zone CP of the zone it belongs to
-    SYSTEM = "system"  # only the global CP itself; never served by the API
+    DERIVED = "derived"  # computed by the global CP from other resources; read-only in the API
+    SYSTEM = "system"  # only the control planes themselves; never served by the API
 
 
 class SyncDirection(enum.Enum):

@@ -63,6 +63,7 @@ class SourceStats:
     acks: int = 0
     nacks: int = 0
     applied_version: int = 0
+    last_ack_at: float | None = None
     last_nack: Nack | None = None
     last_nack_at: float | None = None
 
@@ -124,6 +125,7 @@ class SourceSession:
                 self.stats.applied_version = version
                 self._backoff = 0.0
                 now = self.now()
+                self.stats.last_ack_at = now
                 return Delivered(
                     version, len(flight.sent), tuple(now - t for t in flight.changed_at.values())
                 )

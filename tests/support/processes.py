@@ -38,6 +38,9 @@ class GlobalCPProcess:
         self.store = store
         self.extra = list(extra)
         self.address_file = data_dir / "address"
+        self.zone_address_file = data_dir / "zone-address"
+        self.zone_url = ""
+        self.zone_port = 0
         self.log = data_dir / "global-cp.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
@@ -46,19 +49,14 @@ class GlobalCPProcess:
     def start(self, timeout: float = 30) -> GlobalCPProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.address_file.unlink(missing_ok=True)
-        listen = f"127.0.0.1:{self.port}"  # 0 on first start; the same port on restart
+        self.zone_address_file.unlink(missing_ok=True)
+        # Port 0 on first start; the same ports on restart, so zone CPs find it again.
         args = [
-            *MESHGATE,
-            "global-cp",
-            "run",
-            "--data-dir",
-            str(self.data_dir),
-            "--listen",
-            listen,
-            "--address-file",
-            str(self.address_file),
+            *MESHGATE, "global-cp", "run", "--data-dir", str(self.data_dir),
+            "--listen", f"127.0.0.1:{self.port}", "--address-file", str(self.address_file),
+            "--zone-listen", f"127.0.0.1:{self.zone_port}", "--zone-address-file", str(self.zone_address_file),
             *self.extra,
-        ]
+        ]  # fmt: skip
         if self.store:
             args += ["--store", self.store]
         with self.log.open("ab") as log:
@@ -66,7 +64,13 @@ class GlobalCPProcess:
         self.url = wait_for(self._address, timeout, f"global CP address ({self.log})")
         self.port = int(self.url.rsplit(":", 1)[1])
         wait_for(self.ready, timeout, f"global CP ready ({self.tail()})")
+        self.zone_url = wait_for(self._zone_address, timeout, "zone-facing address")
+        self.zone_port = int(self.zone_url.rsplit(":", 1)[1])
         return self
+
+    def _zone_address(self) -> str | None:
+        f = self.zone_address_file
+        return f.read_text().strip() if f.exists() else None
 
     def _address(self) -> str | None:
         assert self.proc is not None

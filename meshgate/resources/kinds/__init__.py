@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from meshgate.resources.kinds import (
+    cross_zone,
     dataplane,
     edge,
     edge_status,
@@ -29,10 +30,15 @@ REGISTRY = Registry(
         zone_ingress.DESCRIPTOR,
         zone_insight.DESCRIPTOR,
         edge_status.DESCRIPTOR,
+        cross_zone.DESCRIPTOR,
         system.MESH_CA,
         system.SIGNING_KEY,
         system.ADMIN_CREDENTIAL,
         system.WRITE_FENCE,
+        system.USED_TOKEN,
+        system.ZONE_ENROLLMENT,
+        system.ZONE_SESSION,
+        system.SYNC_CHECKPOINT,
     ]
 )
 

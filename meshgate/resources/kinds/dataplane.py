@@ -9,6 +9,7 @@ from pydantic import Field
 
 from meshgate.resources.fields import DnsLabel, IPAddress, Port, Text
 from meshgate.resources.kinds._columns import count, fraction, spec_field
+from meshgate.resources.kinds._zone_names import named_in_zone
 from meshgate.resources.model import PathMessage, Spec
 from meshgate.resources.registry import (
     Column,
@@ -58,6 +59,7 @@ DESCRIPTOR = KindDescriptor(
     sync=SyncDirection.ZONE_TO_GLOBAL,
     short_names=("dp",),
     references=_references,
+    checks=named_in_zone,
     columns=(
         Column("ZONE", spec_field("zone")),
         Column("ROLE", spec_field("role")),

@@ -20,8 +20,9 @@ class MeshCASpec(Spec):
     """The root CA of one mesh (named after the mesh)."""
 
     certificate: Pem
-    encrypted_key: str  # base64, see meshgate.pki.kek
-    kek_id: str
+    # Private fields have defaults: zones receive the document without them.
+    encrypted_key: str = ""  # see meshgate.pki.kek
+    kek_id: str = ""
     fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
 
 
@@ -30,9 +31,9 @@ class SigningKeySpec(Spec):
 
     algorithm: Literal["ed25519"]
     public_key: Pem
-    encrypted_private_key: str
-    kek_id: str
     key_id: str
+    encrypted_private_key: str = ""  # private: zones receive the document without it
+    kek_id: str = ""
 
 
 class AdminCredentialSpec(Spec):
@@ -83,6 +84,89 @@ WRITE_FENCE = KindDescriptor(
     kind="WriteFence",
     plural="writefences",
     spec_type=WriteFenceSpec,
+    scope=Scope.GLOBAL,
+    owner=Owner.SYSTEM,
+    sync=SyncDirection.NONE,
+)
+
+
+class UsedTokenSpec(Spec):
+    """A single-use join token that has been redeemed (kept until it would have expired)."""
+
+    role: str
+    zone: str
+    redeemed_at: str
+    expires_at: str
+
+
+class ZoneEnrollmentSpec(Spec):
+    """The zone intermediate CA the global CP issued last: only it may speak for the zone."""
+
+    zone: str
+    fingerprint: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    certificate: Pem
+    enrolled_at: str
+
+
+class Nack(Spec):
+    version: int
+    error: str
+    at: str
+
+
+class ZoneSessionSpec(Spec):
+    """The global CP's view of a zone's sync: written by the replica that holds its session."""
+
+    zone: str
+    connected: bool
+    replica: str = ""
+    since: str = ""
+    applied_version: int = 0
+    acked_at: str = ""
+    pending_since: str = ""  # oldest change the zone has not acknowledged yet ("": none)
+    last_nack: Nack | None = None
+
+
+class SyncCheckpointSpec(Spec):
+    """Kept by a sink in its own store, in the same transaction as the data it applied."""
+
+    version: int
+    applied_at: str
+
+
+USED_TOKEN = KindDescriptor(
+    kind="UsedToken",
+    plural="usedtokens",
+    spec_type=UsedTokenSpec,
+    scope=Scope.GLOBAL,
+    owner=Owner.SYSTEM,
+    sync=SyncDirection.NONE,
+)
+
+ZONE_ENROLLMENT = KindDescriptor(
+    kind="ZoneEnrollment",
+    plural="zoneenrollments",
+    spec_type=ZoneEnrollmentSpec,
+    scope=Scope.GLOBAL,
+    owner=Owner.SYSTEM,
+    sync=SyncDirection.NONE,
+    dns_label_name=True,
+)
+
+ZONE_SESSION = KindDescriptor(
+    kind="ZoneSession",
+    plural="zonesessions",
+    spec_type=ZoneSessionSpec,
+    scope=Scope.GLOBAL,
+    owner=Owner.SYSTEM,
+    sync=SyncDirection.NONE,
+    dns_label_name=True,
+)
+
+SYNC_CHECKPOINT = KindDescriptor(
+    kind="SyncCheckpoint",
+    plural="synccheckpoints",
+    spec_type=SyncCheckpointSpec,
     scope=Scope.GLOBAL,
     owner=Owner.SYSTEM,
     sync=SyncDirection.NONE,

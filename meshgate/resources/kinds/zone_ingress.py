@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from meshgate.resources.fields import DnsLabel, IPAddress, Port
 from meshgate.resources.kinds._columns import spec_field
+from meshgate.resources.kinds._zone_names import named_in_zone
 from meshgate.resources.model import Spec
 from meshgate.resources.registry import (
     Column,
@@ -35,8 +36,8 @@ DESCRIPTOR = KindDescriptor(
     owner=Owner.ZONE,
     sync=SyncDirection.ZONE_TO_GLOBAL,
     short_names=("zi", "zoneingress"),
-    dns_label_name=True,  # appears in spiffe://<td>/zone/<zone>/ingress/<name>
     references=_references,
+    checks=named_in_zone,  # <zone>.<name>; <name> appears in spiffe://<td>/zone/<zone>/ingress/<name>
     columns=(
         Column("ZONE", spec_field("zone")),
         Column("ADDRESS", spec_field("address")),

@@ -1,0 +1,1 @@
+"""Everything the global CP does with zones: enrollment, identity, sync, inventory."""
