@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import secrets
 from pathlib import Path
+
+from meshgate.files import write_secret_file
 
 TOKEN_PREFIX = "mgat_"  # noqa: S105 - a prefix, not a secret
 
@@ -35,19 +36,3 @@ def token_from_file_or_new(path: Path) -> str:
     token = new_token()
     write_secret_file(path, token)
     return token
-
-
-def write_secret_file(path: Path, content: str) -> None:
-    """Create ``path`` with mode 0600 (never readable by others, even for an instant)."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(content + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -14,7 +14,6 @@ from typing import Protocol, cast
 
 from aiohttp import web
 
-from global_cp import auth
 from global_cp.api.app import build_app
 from global_cp.api.state import AppState
 from global_cp.bootstrap import bootstrap
@@ -29,6 +28,7 @@ from global_cp.zones.listener import ZoneSide, build_zone_app
 from global_cp.zones.tls import ZoneFacingTLS
 from global_cp.zones.trust import load_trust
 from meshgate.clock import Clock, SystemClock
+from meshgate.files import write_secret_file
 from meshgate.pki.kek import Kek
 from meshgate.store.errors import Unavailable
 from meshgate.store.interface import Store
@@ -84,7 +84,7 @@ class GlobalCP:
         tls = self._api_tls()
         self.url = await self._serve(build_app(state, max_body=config.max_body), *config.host_port(), tls)
         if config.address_file is not None:
-            auth.write_secret_file(config.address_file, self.url)
+            write_secret_file(config.address_file, self.url)
         log.info("listening", extra={"url": self.url, "store": config.store.split("?", 1)[0]})
         self._bootstrap_task = asyncio.create_task(self._bootstrap(kek), name="bootstrap")
 
@@ -129,7 +129,7 @@ class GlobalCP:
         side = ZoneSide(store, trust, self.clock, state.metrics, self.hub)
         self.zone_url = await self._serve(build_zone_app(side), host, port, zone_tls.context)
         if config.zone_address_file is not None:
-            auth.write_secret_file(config.zone_address_file, self.zone_url)
+            write_secret_file(config.zone_address_file, self.zone_url)
         state.ready = True
         state.metrics.ready.set(1)
         if done.admin_token_written is not None:

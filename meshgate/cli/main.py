@@ -9,6 +9,7 @@ from meshgate.cli.demo_command import demo
 from meshgate.cli.global_cp_commands import global_cp
 from meshgate.cli.resource_commands import apply, delete, describe, get
 from meshgate.cli.token_commands import token
+from meshgate.cli.zone_cp_commands import zone_cp
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -17,7 +18,7 @@ def cli() -> None:
     """meshgate: multi-region anycast mesh gateway."""
 
 
-for command in (apply, get, delete, describe, token, global_cp, demo):
+for command in (apply, get, delete, describe, token, global_cp, zone_cp, demo):
     cli.add_command(command)
 
 

@@ -297,3 +297,18 @@ def verify(
     if zone is not None and claims.zone != zone:
         raise TokenError("wrong-zone", f"token is for zone {claims.zone!r}, not {zone!r}")
     return claims
+
+
+def read_unverified(token: str) -> JoinTokenClaims:
+    """The claims of ``token`` WITHOUT checking its signature.
+
+    Only for a newcomer's first contact, before it holds any verification key: it learns which
+    CA fingerprint and zone the token names, checks the server's CA against that fingerprint,
+    and hands the token to the server, which verifies it. Never authorise anything with this.
+    """
+    if not isinstance(token, str) or len(token.encode("utf-8", "surrogatepass")) > MAX_TOKEN_BYTES:
+        raise TokenError("malformed", "token is not text of a sensible length")
+    parts = token.strip().split(".")
+    if len(parts) != 3 or parts[0] != PREFIX:
+        raise TokenError("malformed", f"not a {PREFIX} token")
+    return _parse_claims(_b64decode(parts[1], "claims"))

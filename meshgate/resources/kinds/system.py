@@ -97,6 +97,7 @@ class UsedTokenSpec(Spec):
     zone: str
     redeemed_at: str
     expires_at: str
+    bound_to: str = ""  # at a zone CP: the one resource a single-use token may keep writing
 
 
 class ZoneEnrollmentSpec(Spec):

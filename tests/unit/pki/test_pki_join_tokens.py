@@ -266,3 +266,27 @@ def test_claims_are_frozen() -> None:
     with pytest.raises(AttributeError):
         c.zone = "us"  # type: ignore[misc]
     assert replace(c, zone="us").zone == "us"
+
+
+def test_read_unverified_shows_claims_but_verify_still_decides() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from meshgate.pki import join_tokens as jt
+
+    key, other = jt.new_signing_key(), jt.new_signing_key()
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    claims = jt.JoinTokenClaims.new(
+        role="zone",
+        zone="eu",
+        now=now,
+        ttl=timedelta(hours=1),
+        ca_fingerprint="sha256:" + "a" * 64,
+        key_id=jt.key_id(key.public_key()),
+    )
+    token = jt.sign(claims, key)
+    assert jt.read_unverified(token).ca_fingerprint == "sha256:" + "a" * 64
+    with pytest.raises(jt.TokenError) as refused:  # the server holds another key under that id
+        jt.verify(token, {jt.key_id(key.public_key()): other.public_key()}, now=now)
+    assert refused.value.reason == "bad-signature"
+    with pytest.raises(jt.TokenError):
+        jt.read_unverified("mgjt1.not-base64!.x")

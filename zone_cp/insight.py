@@ -1,0 +1,71 @@
+"""The zone's ZoneInsight, kept in its own store (and so reported to the global CP):
+what it applied, what it last rejected, how many proxies it has."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import timedelta
+
+from meshgate import __version__
+from meshgate.clock import Clock, rfc3339
+from meshgate.resources.kinds.zone_insight import Nack, ZoneInsightSpec
+from meshgate.resources.model import Resource
+from meshgate.store.errors import StoreError
+from meshgate.store.interface import Store
+from zone_cp.link import LinkState
+
+log = logging.getLogger(__name__)
+
+
+class InsightWriter:
+    def __init__(self, store: Store, zone: str, state: LinkState, clock: Clock) -> None:
+        self._store, self._zone, self._state, self._clock = store, zone, state, clock
+        self._kick = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._written: ZoneInsightSpec | None = None
+
+    def kick(self) -> None:
+        self._kick.set()
+
+    async def start(self) -> None:
+        self._kick.set()
+        self._task = asyncio.create_task(self._run(), name="zone-insight")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await self._kick.wait()
+            self._kick.clear()
+            try:
+                await self._write()
+            except StoreError as exc:
+                log.warning("could not record the zone insight: %s", exc)
+            await asyncio.sleep(0.2)  # coalesce bursts
+
+    async def _write(self) -> None:
+        proxies = len((await self._store.list("Dataplane")).items)
+        nack = None
+        if self._state.last_nack and self._state.last_nack_at is not None:
+            at = self._clock.now() - timedelta(seconds=self._clock.monotonic() - self._state.last_nack_at)
+            nack = Nack(
+                version=self._state.applied_version, error=self._state.last_nack[:1000], at=rfc3339(at)
+            )
+        spec = ZoneInsightSpec(
+            zone=self._zone,
+            applied_version=self._state.applied_version,
+            last_nack=nack,
+            connected_proxies=proxies,
+            cp_version=__version__,
+        )
+        if spec == self._written:
+            return
+        stamped = spec.model_copy(update={"updated_at": rfc3339(self._clock.now())})
+        await self._store.put(Resource("ZoneInsight", self._zone, stamped))
+        self._written = spec

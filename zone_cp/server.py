@@ -1,0 +1,151 @@
+"""Running a zone CP: its own store first (so it serves its last good state at once), then
+its identity (loaded, or enrolled with the join token), then the streams to the global CP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import cast
+
+from aiohttp import web
+
+from global_cp.config import split_host_port
+from meshgate.clock import Clock, SystemClock
+from meshgate.files import write_secret_file
+from meshgate.store.interface import Limits
+from meshgate.store.sqlite import SqliteStore
+from meshgate.sync.backoff import Backoff
+from zone_cp.api import ZoneApi, build_api
+from zone_cp.config import ZoneCPConfig
+from zone_cp.enrollment import EnrollmentError, enroll
+from zone_cp.identity import ZoneIdentity
+from zone_cp.insight import InsightWriter
+from zone_cp.link import GlobalLink
+from zone_cp.metrics import ZoneMetrics
+
+log = logging.getLogger(__name__)
+
+# The zone's own store takes whole global updates in one transaction.
+LOCAL_LIMITS = Limits(max_ops=1_000_000, max_bytes=1 << 30)
+
+
+class FatalError(Exception):
+    """The zone CP cannot go on (e.g. its join token was refused): exit non-zero."""
+
+
+class ZoneCP:
+    def __init__(self, config: ZoneCPConfig, clock: Clock | None = None) -> None:
+        self.config = config
+        self.clock = clock or SystemClock()
+        self.url = ""
+        self.link: GlobalLink | None = None
+        self.store: SqliteStore | None = None
+        self.failed = asyncio.Event()
+        self.failure: str = ""
+        self._runner: web.AppRunner | None = None
+        self._join_task: asyncio.Task[None] | None = None
+        self._insight: InsightWriter | None = None
+        self._api: ZoneApi | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self.store = await SqliteStore.open(config.store_path, limits=LOCAL_LIMITS, clock=self.clock)
+        self._api = ZoneApi(config.zone, self.store, self.clock, ZoneMetrics())
+        self._runner = web.AppRunner(
+            build_api(self._api), access_log=None, handle_signals=False, shutdown_timeout=2.0
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, *split_host_port(config.listen, "--listen"), reuse_address=True)
+        await site.start()
+        server = cast(asyncio.Server | None, site._server)
+        assert server is not None
+        host, port = server.sockets[0].getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        if config.address_file is not None:
+            write_secret_file(config.address_file, self.url)
+        log.info("listening", extra={"url": self.url, "zone": config.zone})
+        self._join_task = asyncio.create_task(self._join(), name="join")
+
+    async def wait_joined(self) -> None:
+        if self._join_task is not None:
+            await self._join_task
+
+    async def _join(self) -> None:
+        assert self.store is not None and self._api is not None
+        identity = await self._identity()
+        self.link = GlobalLink(self.config, self.store, identity, self.clock, self._api.metrics)
+        self._insight = InsightWriter(self.store, self.config.zone, self.link.state, self.clock)
+        self.link._on_change = self._insight.kick
+        self._api.on_registered = self._insight.kick
+        await self.link.start()
+        await self._insight.start()
+        self._api.link = self.link.state
+        log.info("joined", extra={"zone": self.config.zone, "trust_domain": identity.trust_domain})
+
+    async def _identity(self) -> ZoneIdentity:
+        config = self.config
+        identity = ZoneIdentity.load(config.pki_dir, config.zone, now=self.clock.now(), ttl=config.cert_ttl)
+        if identity is not None:
+            return identity
+        if config.token_file is None:
+            self._fail("not enrolled yet and no --token-file given")
+        assert config.token_file is not None
+        token = config.token_file.read_text().strip()
+        backoff = Backoff(config.reconnect_initial, config.reconnect_max)
+        while True:
+            try:
+                identity = await enroll(
+                    config.global_url, config.zone, token, now=self.clock.now(), ttl=config.cert_ttl
+                )
+                break
+            except EnrollmentError as exc:
+                if not exc.retry:
+                    self._fail(str(exc))
+                log.warning("enrollment: %s; retrying", exc)
+                await asyncio.sleep(backoff.next())
+        identity.save(config.pki_dir)
+        log.info("enrolled", extra={"zone": config.zone})
+        return identity
+
+    def _fail(self, message: str) -> None:
+        self.failure = message
+        self.failed.set()
+        raise FatalError(message)
+
+    async def stop(self) -> None:
+        if self._join_task is not None:
+            self._join_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, FatalError):
+                await self._join_task
+        if self._insight is not None:
+            await self._insight.stop()
+        if self.link is not None:
+            await self.link.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self.store is not None:
+            await self.store.close()
+
+
+async def run(config: ZoneCPConfig) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    cp = ZoneCP(config)
+    await cp.start()
+    try:
+        stopper = asyncio.create_task(stop.wait())
+        failed = asyncio.create_task(cp.failed.wait())
+        await asyncio.wait({stopper, failed}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+        failed.cancel()
+    finally:
+        await cp.stop()
+    if cp.failure:
+        log.error("zone CP stopped: %s", cp.failure)
+        return 1
+    return 0
