@@ -22,7 +22,7 @@ from zone_cp.config import ZoneCPConfig
 from zone_cp.enrollment import EnrollmentError, enroll
 from zone_cp.identity import ZoneIdentity
 from zone_cp.insight import InsightWriter
-from zone_cp.link import GlobalLink
+from zone_cp.link import GlobalLink, LinkState
 from zone_cp.metrics import ZoneMetrics
 
 log = logging.getLogger(__name__)
@@ -74,11 +74,14 @@ class ZoneCP:
             await self._join_task
 
     async def _join(self) -> None:
-        assert self.store is not None and self._api is not None
+        assert self.store is not None
+        assert self._api is not None
         identity = await self._identity()
-        self.link = GlobalLink(self.config, self.store, identity, self.clock, self._api.metrics)
-        self._insight = InsightWriter(self.store, self.config.zone, self.link.state, self.clock)
-        self.link._on_change = self._insight.kick
+        state = LinkState()
+        self._insight = InsightWriter(self.store, self.config.zone, state, self.clock)
+        self.link = GlobalLink(
+            self.config, self.store, identity, self.clock, self._api.metrics, state, self._insight.kick
+        )
         self._api.on_registered = self._insight.kick
         await self.link.start()
         await self._insight.start()
