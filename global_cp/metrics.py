@@ -55,6 +55,12 @@ class Metrics:
             ["stream", "result"],
             registry=self.registry,
         )
+        self.resources_sent = Counter(
+            "meshgate_sync_resources_sent",
+            "Resources sent to zones (upserts and removals), by stream.",
+            ["stream"],
+            registry=self.registry,
+        )
         self.propagation = Histogram(
             "meshgate_sync_propagation_seconds",
             "From a change seen by the global CP to its acknowledgement by a zone.",

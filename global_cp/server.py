@@ -80,6 +80,7 @@ class GlobalCP:
             metrics=Metrics(),
             admin_hashes=set(),
             heartbeat=config.heartbeat,
+            clock=self.clock,
         )
         tls = self._api_tls()
         self.url = await self._serve(build_app(state, max_body=config.max_body), *config.host_port(), tls)

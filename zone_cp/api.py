@@ -21,7 +21,7 @@ from meshgate.resources.violations import ValidationFailed
 from meshgate.store.errors import NotFound, StoreError
 from meshgate.store.interface import Store
 from zone_cp.applier import CHECKPOINT
-from zone_cp.link import LinkState, StreamState
+from zone_cp.link import CONTACT, LinkState, StreamState
 from zone_cp.metrics import ZoneMetrics
 from zone_cp.registration import REGISTRABLE, RegistrationRefused, authorize
 
@@ -121,9 +121,10 @@ async def _freshness(api: ZoneApi) -> dict[str, Any]:
     if api.link is not None and api.link.to_zone.connected:
         return {"stale": False}
     moments: list[datetime] = []
-    with contextlib.suppress(NotFound):
-        applied = (await api.store.get(*CHECKPOINT)).spec_as(SyncCheckpointSpec).applied_at
-        moments.append(datetime.fromisoformat(applied.replace("Z", "+00:00")))
+    for record in (CHECKPOINT, CONTACT):
+        with contextlib.suppress(NotFound):
+            at = (await api.store.get(*record)).spec_as(SyncCheckpointSpec).applied_at
+            moments.append(datetime.fromisoformat(at.replace("Z", "+00:00")))
     if api.link is not None and api.link.to_zone.lost_at is not None:
         moments.append(api.clock.now() - timedelta(seconds=api.clock.monotonic() - api.link.to_zone.lost_at))
     if not moments:

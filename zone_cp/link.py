@@ -16,9 +16,12 @@ from typing import Any
 
 import aiohttp
 
-from meshgate.clock import Clock
+from meshgate.clock import Clock, rfc3339
 from meshgate.resources.kinds import REGISTRY
+from meshgate.resources.kinds.system import SyncCheckpointSpec
+from meshgate.resources.model import Resource
 from meshgate.resources.registry import SyncDirection
+from meshgate.store.errors import StoreError
 from meshgate.store.interface import Store
 from meshgate.sync.backoff import Backoff
 from meshgate.sync.cache import CacheView, SyncCache
@@ -32,6 +35,13 @@ from zone_cp.identity import ZoneIdentity
 from zone_cp.metrics import ZoneMetrics
 
 log = logging.getLogger(__name__)
+
+CONTACT = ("SyncCheckpoint", "global-contact")
+CONTACT_INTERVAL = 15.0
+
+
+def contact_record(version: int, clock: Clock) -> Resource:
+    return Resource(*CONTACT, SyncCheckpointSpec(version=version, applied_at=rfc3339(clock.now())))
 
 
 @dataclass
@@ -139,7 +149,23 @@ class GlobalLink:
         applier = GlobalApplier(self._store, self._clock, self._applied)
         session = SinkSession(self._answered(applier.apply))
         known, applied = await known_state(self._store)
-        await run_sink(ws, session, Hello(known, applied))
+        contact = asyncio.create_task(self._record_contact(), name="global-contact")
+        try:
+            await run_sink(ws, session, Hello(known, applied))
+        finally:
+            contact.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await contact
+            with contextlib.suppress(StoreError):
+                await self._store.put(contact_record(self.state.applied_version, self._clock))
+
+    async def _record_contact(self) -> None:
+        """While connected, note every ``CONTACT_INTERVAL`` that the global CP's word is current,
+        so after a restart without it the zone can say how old its cross-zone view is."""
+        while True:
+            with contextlib.suppress(StoreError):
+                await self._store.put(contact_record(self.state.applied_version, self._clock))
+            await asyncio.sleep(CONTACT_INTERVAL)
 
     def _answered(
         self, apply: Callable[[Any], Coroutine[Any, Any, None]]

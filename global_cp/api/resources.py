@@ -7,7 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from global_cp.api.errors import BadRequest
-from global_cp.api.state import service_of
+from global_cp.api.state import service_of, state_of
+from global_cp.api.zone_status import zone_statuses
 from global_cp.service import WriteReport
 from meshgate.resources.documents import parse_text
 from meshgate.resources.kinds import REGISTRY
@@ -56,20 +57,34 @@ async def list_resources(request: web.Request) -> web.Response:
     selector_text = request.query.get("labelSelector")
     selector = Selector.parse(selector_text) if selector_text else None
     listing = await service_of(request).list(descriptor.kind, selector)
+    items = [api_document(r) for r in listing.items]
+    await _with_status(request, items)
     return web.json_response(
         {
             "apiVersion": "meshgate/v1alpha1",
             "kind": "List",
             "metadata": {"resourceVersion": str(listing.revision)},
-            "items": [api_document(r) for r in listing.items],
+            "items": items,
         }
     )
+
+
+async def _with_status(request: web.Request, docs: list[dict[str, Any]]) -> None:
+    """Zones carry their sync state and inventory summary (computed, never stored)."""
+    if not docs or docs[0]["kind"] != "Zone":
+        return
+    state = state_of(request)
+    statuses = await zone_statuses(state.store, state.clock.now())
+    for doc in docs:
+        doc["status"] = statuses.get(doc["metadata"]["name"], {})
 
 
 async def get(request: web.Request) -> web.Response:
     descriptor = descriptor_of(request)
     resource = await service_of(request).get(descriptor.kind, request.match_info["name"])
-    return web.json_response(api_document(resource))
+    doc = api_document(resource)
+    await _with_status(request, [doc])
+    return web.json_response(doc)
 
 
 async def apply(request: web.Request) -> web.Response:

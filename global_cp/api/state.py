@@ -9,6 +9,7 @@ from aiohttp import web
 from global_cp.metrics import Metrics
 from global_cp.service import ResourceService
 from global_cp.tokens import TokenIssuer
+from meshgate.clock import Clock, SystemClock
 from meshgate.store.interface import Store
 
 
@@ -21,6 +22,7 @@ class AppState:
     issuer: TokenIssuer | None = None
     ready: bool = False
     heartbeat: float = 15.0
+    clock: Clock = field(default_factory=SystemClock)
     extra: dict[str, object] = field(default_factory=dict)
 
 

@@ -23,7 +23,7 @@ from meshgate.resources.model import Resource
 from meshgate.resources.registry import SyncDirection
 from meshgate.store.interface import Store
 from meshgate.sync.cache import CacheView, SyncCache
-from meshgate.sync.messages import Hello
+from meshgate.sync.messages import Hello, Update
 from meshgate.sync.sink import SinkSession
 from meshgate.sync.source import Delivered, SourceSession
 from meshgate.sync.websocket import Closed, Socket, run_sink, run_source
@@ -114,7 +114,7 @@ class SyncHub:
         unsubscribe = self.cache.subscribe(changed)
         writer = asyncio.create_task(status.run(session, kick), name=f"zone-status-{zone}")
         try:
-            await run_source(ws, session, wake, delivered, nacked)
+            await run_source(ws, session, wake, delivered, nacked, self._sent)
         except Closed as exc:
             log.info("zone %s: global→zone stream closed: %s", zone, exc)
         finally:
@@ -127,6 +127,10 @@ class SyncHub:
             self._release(zone, TO_ZONE, ws)
             if (zone, TO_ZONE) not in self._streams:  # not replaced by a newer connection
                 await status.disconnected(session)
+
+    def _sent(self, update: Update) -> None:
+        self.metrics.sync_updates.labels(TO_ZONE, "sent").inc(update.final)
+        self.metrics.resources_sent.labels(TO_ZONE).inc(len(update.upserts) + len(update.removals))
 
     async def serve_from_zone(self, ws: Socket, zone: str) -> None:
         await self._claim(zone, FROM_ZONE, ws)

@@ -61,6 +61,7 @@ async def run_source(
     wake: asyncio.Event,
     on_delivered: Callable[[Delivered], None] = lambda _d: None,
     on_nack: Callable[[messages.Nack], None] = lambda _n: None,
+    on_sent: Callable[[messages.Update], None] = lambda _u: None,
 ) -> None:
     """Serve ``session`` until the connection ends. ``wake`` is set when keys turn dirty.
 
@@ -86,6 +87,7 @@ async def run_source(
             wake.clear()
             for update in session.poll():
                 await ws.send_str(messages.encode(update))
+                on_sent(update)
 
     await _both(ws, reader(), writer())
 

@@ -54,3 +54,20 @@ def fraction(field: str, key: str, wanted: str) -> Callable[[Doc], str]:
         return f"{sum(1 for i in items if i.get(key) == wanted)}/{len(items)}"
 
     return value
+
+
+def status_field(*path: str, default: str = "", limit: int = 60) -> Callable[[Doc], str]:
+    """A value from the server-computed ``status`` of a document (clipped to ``limit``)."""
+
+    def value(doc: Doc) -> str:
+        node: Any = doc.get("status", {})
+        for part in path:
+            if not isinstance(node, Mapping) or node.get(part) is None:
+                return default
+            node = node[part]
+        if isinstance(node, bool):
+            return "yes" if node else "no"
+        text = str(node)
+        return text if len(text) <= limit else text[: limit - 1] + "…"
+
+    return value

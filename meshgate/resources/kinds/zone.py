@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from meshgate.resources.fields import Text
-from meshgate.resources.kinds._columns import spec_field
+from meshgate.resources.kinds._columns import spec_field, status_field
 from meshgate.resources.model import Spec
 from meshgate.resources.registry import Column, KindDescriptor, Owner, Scope, SyncDirection
 
@@ -35,6 +35,11 @@ DESCRIPTOR = KindDescriptor(
     columns=(
         Column("REGION", spec_field("region")),
         Column("ENABLED", spec_field("enabled")),
+        Column("CONNECTED", status_field("sync", "connected", default="never")),
+        Column("APPLIED", status_field("sync", "appliedVersion", default="-")),
+        Column("LAG", status_field("sync", "lag", default="-")),
+        Column("DATAPLANES", status_field("inventory", "summary", default="0")),
+        Column("LAST NACK", status_field("sync", "lastNack", "error")),
     ),
     description="A region running a zone control plane.",
 )
