@@ -57,8 +57,8 @@ class Metrics:
         )
         self.resources_sent = Counter(
             "meshgate_sync_resources_sent",
-            "Resources sent to zones (upserts and removals), by stream.",
-            ["stream"],
+            "Resources sent to zones (upserts and removals), by stream and zone.",
+            ["stream", "zone"],
             registry=self.registry,
         )
         self.propagation = Histogram(

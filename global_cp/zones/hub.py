@@ -114,7 +114,7 @@ class SyncHub:
         unsubscribe = self.cache.subscribe(changed)
         writer = asyncio.create_task(status.run(session, kick), name=f"zone-status-{zone}")
         try:
-            await run_source(ws, session, wake, delivered, nacked, self._sent)
+            await run_source(ws, session, wake, delivered, nacked, lambda u: self._sent(zone, u))
         except Closed as exc:
             log.info("zone %s: global→zone stream closed: %s", zone, exc)
         finally:
@@ -128,9 +128,9 @@ class SyncHub:
             if (zone, TO_ZONE) not in self._streams:  # not replaced by a newer connection
                 await status.disconnected(session)
 
-    def _sent(self, update: Update) -> None:
+    def _sent(self, zone: str, update: Update) -> None:
         self.metrics.sync_updates.labels(TO_ZONE, "sent").inc(update.final)
-        self.metrics.resources_sent.labels(TO_ZONE).inc(len(update.upserts) + len(update.removals))
+        self.metrics.resources_sent.labels(TO_ZONE, zone).inc(len(update.upserts) + len(update.removals))
 
     async def serve_from_zone(self, ws: Socket, zone: str) -> None:
         await self._claim(zone, FROM_ZONE, ws)

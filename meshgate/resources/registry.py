@@ -138,6 +138,18 @@ class Registry:
                     raise ValueError(f"kind alias {alias!r} declared twice")
                 self._lookup[key] = d
 
+    def register(self, descriptor: KindDescriptor) -> None:
+        """Add a kind (a plugin's, or a test's stand-in for a newer version) before anything
+        starts using the registry."""
+        if descriptor.kind in self._by_kind:
+            raise ValueError(f"kind {descriptor.kind} declared twice")
+        for alias in {descriptor.kind.lower(), descriptor.plural, *descriptor.short_names}:
+            if alias.lower() in self._lookup:
+                raise ValueError(f"kind alias {alias!r} declared twice")
+        self._by_kind[descriptor.kind] = descriptor
+        for alias in {descriptor.kind.lower(), descriptor.plural, *descriptor.short_names}:
+            self._lookup[alias.lower()] = descriptor
+
     def get(self, kind: str) -> KindDescriptor | None:
         return self._by_kind.get(kind)
 

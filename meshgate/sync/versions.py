@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from meshgate.resources.model import Resource
+from meshgate.resources.views import sync_document
 
 
 def key_of(kind: str, name: str) -> str:
@@ -33,5 +34,7 @@ def content_version(doc: dict[str, Any]) -> str:
     return hashlib.sha256(encoded).hexdigest()[:24]
 
 
-def resource_version(resource: Resource, doc: dict[str, Any] | None = None) -> str:
-    return content_version(doc if doc is not None else resource.to_document())
+def resource_version(resource: Resource) -> str:
+    """The version of what a sink receives of ``resource``: private fields never count, so a
+    zone holding the document without them computes the same version as the global CP."""
+    return content_version(sync_document(resource))

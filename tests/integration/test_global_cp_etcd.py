@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.support.etcd import EtcdCluster, EtcdServer
-from tests.support.processes import GlobalCPProcess, cli, cli_json, wait_for
+from tests.support.processes import GlobalCPProcess, cli, cli_json, http_json, wait_for
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 pytestmark = [pytest.mark.etcd, pytest.mark.slow]
@@ -33,22 +33,14 @@ def post(url: str, token: str, path: str, body: Any, timeout: float = 30) -> tup
         method="POST",
         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"null")
+    return http_json(request, timeout)
 
 
 def delete(url: str, token: str, path: str) -> int:
     request = urllib.request.Request(
         url + path, method="DELETE", headers={"Authorization": f"Bearer {token}"}
     )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
+    return http_json(request)[0]
 
 
 def zone_doc(name: str, **spec: Any) -> dict[str, Any]:
@@ -210,7 +202,8 @@ def test_etcd_down_gives_503_with_retry_after_not_a_hang(tmp_path: Path) -> None
         elapsed = time.monotonic() - started
         assert refused.value.code == 503
         assert refused.value.headers["Retry-After"]
-        body = json.loads(refused.value.read())
+        with refused.value:
+            body = json.loads(refused.value.read())
         assert body["error"]["reason"] in ("StoreUnavailable", "Indeterminate")
         assert elapsed < 10, f"took {elapsed:.1f}s"
         assert not cp.ready()  # /readyz says so too

@@ -8,11 +8,23 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 MESHGATE = [sys.executable, "-m", "meshgate"]
+
+
+def http_json(request: urllib.request.Request, timeout: float = 30) -> tuple[int, Any]:
+    """Status and JSON body of a request; error statuses are answers too (and closed)."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, json.loads(exc.read() or b"null")
 
 
 def wait_for(condition, timeout: float, what: str, interval: float = 0.05):  # type: ignore[no-untyped-def]
@@ -33,7 +45,15 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):  # t
 class GlobalCPProcess:
     """``meshgate global-cp run`` in its own process group, on a free port."""
 
-    def __init__(self, data_dir: Path, *, store: str | None = None, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        store: str | None = None,
+        extra: Sequence[str] = (),
+        command: Sequence[str] = MESHGATE,
+    ) -> None:
+        self.command = list(command)
         self.data_dir = data_dir
         self.store = store
         self.extra = list(extra)
@@ -52,7 +72,7 @@ class GlobalCPProcess:
         self.zone_address_file.unlink(missing_ok=True)
         # Port 0 on first start; the same ports on restart, so zone CPs find it again.
         args = [
-            *MESHGATE, "global-cp", "run", "--data-dir", str(self.data_dir),
+            *self.command, "global-cp", "run", "--data-dir", str(self.data_dir),
             "--listen", f"127.0.0.1:{self.port}", "--address-file", str(self.address_file),
             "--zone-listen", f"127.0.0.1:{self.zone_port}", "--zone-address-file", str(self.zone_address_file),
             *self.extra,
@@ -136,3 +156,127 @@ def cli_json(args: Sequence[str], env: dict[str, str]) -> object:
     done = cli([*args, "-o", "json"], env)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
+
+
+class ZoneCPProcess:
+    """``meshgate zone-cp run`` in its own process group."""
+
+    def __init__(self, data_dir: Path, zone: str, global_url: str, token: str | None = None) -> None:
+        self.data_dir = data_dir
+        self.zone = zone
+        self.global_url = global_url
+        self.token = token
+        self.address_file = data_dir / "address"
+        self.log = data_dir / "zone-cp.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def start(self, timeout: float = 30, *, wait_joined: bool = True) -> ZoneCPProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.address_file.unlink(missing_ok=True)
+        args = [*MESHGATE, "zone-cp", "run", "--zone", self.zone, "--global", self.global_url,
+                "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
+                "--address-file", str(self.address_file)]  # fmt: skip
+        if self.token is not None:
+            token_file = self.data_dir / "token"
+            token_file.write_text(self.token)
+            args += ["--token-file", str(token_file)]
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        self.url = wait_for(self._address, timeout, f"zone CP address ({self.log})")
+        if wait_joined:
+            wait_for(self.ready, timeout, f"zone CP {self.zone} joined ({self.tail()})")
+        return self
+
+    def _address(self) -> str | None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"zone CP exited with {self.proc.returncode}: {self.tail()}")
+        return self.address_file.read_text().strip() if self.address_file.exists() else None
+
+    def ready(self) -> bool:
+        try:
+            return bool(self.get("/readyz"))
+        except OSError:
+            return False
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=5) as response:
+            return json.loads(response.read())
+
+    def names(self, plural: str) -> set[str]:
+        return {item["metadata"]["name"] for item in self.get(f"/api/v1/{plural}")["items"]}
+
+    def sync(self) -> dict[str, Any]:
+        result: dict[str, Any] = self.get("/api/v1/sync")
+        return result
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 10) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def tail(self, lines: int = 30) -> str:
+        if not self.log.exists():
+            return "(no log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class Admin:
+    """The operator, talking to a global CP's API."""
+
+    def __init__(self, cp: GlobalCPProcess) -> None:
+        self.cp = cp
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            self.cp.url + path, data=data, method=method,
+            headers={"Authorization": f"Bearer {self.cp.token()}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        return http_json(request)
+
+    def apply(self, *docs: dict[str, Any]) -> Any:
+        status, body = self.call("POST", "/api/v1/apply", {"kind": "List", "items": list(docs)})
+        assert status == 200, body
+        return body
+
+    def delete(self, plural: str, name: str) -> None:
+        status, body = self.call("DELETE", f"/api/v1/{plural}/{name}")
+        assert status == 200, body
+
+    def names(self, plural: str) -> set[str]:
+        status, body = self.call("GET", f"/api/v1/{plural}")
+        assert status == 200, body
+        return {item["metadata"]["name"] for item in body["items"]}
+
+    def token(self, role: str, zone: str, *, reusable: bool = False, ttl: str = "1h") -> str:
+        status, body = self.call(
+            "POST", "/api/v1/tokens", {"role": role, "zone": zone, "ttl": ttl, "reusable": reusable}
+        )
+        assert status == 201, body
+        return str(body["token"])
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The value of one Prometheus sample (0 when absent)."""
+        with urllib.request.urlopen(self.cp.url + "/metrics", timeout=5) as response:
+            text = response.read().decode()
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            sample, _, value = line.rpartition(" ")
+            metric, _, rest = sample.partition("{")
+            if metric == name and ",".join(sorted(rest.rstrip("}").split(","))) == wanted:
+                return float(value)
+        return 0.0

@@ -57,7 +57,7 @@ MESH_CA = KindDescriptor(
     scope=Scope.GLOBAL,
     owner=Owner.SYSTEM,
     sync=SyncDirection.GLOBAL_TO_ZONE,
-    private_fields=("encryptedKey",),
+    private_fields=("encryptedKey", "kekId"),
     dns_label_name=True,
 )
 
@@ -68,7 +68,7 @@ SIGNING_KEY = KindDescriptor(
     scope=Scope.GLOBAL,
     owner=Owner.SYSTEM,
     sync=SyncDirection.GLOBAL_TO_ZONE,
-    private_fields=("encryptedPrivateKey",),
+    private_fields=("encryptedPrivateKey", "kekId"),
 )
 
 ADMIN_CREDENTIAL = KindDescriptor(

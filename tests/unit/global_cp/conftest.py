@@ -13,7 +13,13 @@ from tests.support.api import Api
 @pytest.fixture
 async def cp(tmp_path: Path) -> AsyncIterator[GlobalCP]:
     server = GlobalCP(
-        GlobalCPConfig(data_dir=tmp_path / "cp", listen="127.0.0.1:0", zone_listen="127.0.0.1:0", max_body=256 * 1024, heartbeat=0.2)
+        GlobalCPConfig(
+            data_dir=tmp_path / "cp",
+            listen="127.0.0.1:0",
+            zone_listen="127.0.0.1:0",
+            max_body=256 * 1024,
+            heartbeat=0.2,
+        )
     )
     await server.start()
     await server.wait_ready()

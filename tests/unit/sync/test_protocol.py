@@ -243,3 +243,17 @@ def test_malformed_messages_are_protocol_errors(raw: str, reason: str) -> None:
 def test_oversized_messages_are_refused_before_parsing() -> None:
     with pytest.raises(ProtocolError, match="exceeds"):
         messages.decode(" " * (messages.MAX_MESSAGE_BYTES + 1))
+
+
+def test_private_fields_do_not_change_a_resources_version() -> None:
+    """A zone holds the CA document without its key (the field at its default): same version."""
+    from meshgate.resources.kinds.system import MeshCASpec
+    from meshgate.resources.model import Resource
+    from meshgate.sync.versions import resource_version
+
+    spec = {"certificate": "PEM", "fingerprint": "sha256:" + "0" * 64}
+    at_global = Resource("MeshCA", "default", MeshCASpec(**spec, encrypted_key="secret", kek_id="k1"))
+    at_zone = Resource("MeshCA", "default", MeshCASpec(**spec))
+    assert resource_version(at_global) == resource_version(at_zone)
+    changed = Resource("MeshCA", "default", MeshCASpec(**{**spec, "certificate": "OTHER"}))
+    assert resource_version(changed) != resource_version(at_zone)
