@@ -65,7 +65,7 @@ class GlobalApplier:
         removals = [split_key(k) for k in change.removals]
         problems += [f"{k}/{n}: {k} does not sync to zones" for k, n in removals if k not in kinds]
         if problems:
-            raise Rejected(f"{len(problems)} document(s) cannot be applied; nothing was", tuple(problems))
+            raise Rejected.for_documents(problems)
         try:
             present = {r.key for r in (await self._store.list()).items}
             ops += [Delete(k, n) for k, n in removals if (k, n) in present]

@@ -69,7 +69,7 @@ class InventoryApplier:
             ops.append(Delete(kind, name))
         ops = await self._owned(ops)
         if invalid:
-            raise Rejected(f"{len(invalid)} invalid document(s); nothing was applied", tuple(invalid))
+            raise Rejected.for_documents(invalid)
         await self._write(ops)
         self._metrics.sync_updates.labels(STREAM, "received").inc()
 

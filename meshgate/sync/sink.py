@@ -23,6 +23,12 @@ class Rejected(Exception):
         super().__init__(error)
         self.error, self.details = error, details
 
+    @classmethod
+    def for_documents(cls, problems: list[str]) -> Rejected:
+        """One line an operator can act on (the first problem), every problem in the details."""
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return cls(f"update refused, nothing applied: {problems[0]}{more}", tuple(problems))
+
 
 @dataclass(frozen=True, slots=True)
 class Change:

@@ -47,7 +47,10 @@ def test_fresh_install_apply_get_and_restart(cp: GlobalCPProcess) -> None:
     # The admin token was announced on the first start only.
     assert cp.log.read_text().count("admin token written to") == 1
     table = cli(["get", "zones"], cp.cli_env())
-    assert table.stdout.splitlines()[0].split() == ["NAME", "REGION", "ENABLED", "AGE"]
+    assert table.stdout.splitlines()[0].split() == [
+        "NAME", "REGION", "ENABLED", "CONNECTED", "APPLIED", "LAG", "DATAPLANES", "LAST", "NACK", "AGE"
+    ]  # fmt: skip
+    assert table.stdout.splitlines()[1].split()[:4] == ["eu-west", "Europe", "(Paris)", "yes"]
 
 
 def test_invalid_file_lists_every_violation_and_changes_nothing(cp: GlobalCPProcess, tmp_path: Path) -> None:
