@@ -65,6 +65,11 @@ class GlobalCP:
         return self._state.service
 
     @property
+    def issuer(self) -> TokenIssuer:
+        assert self._state is not None and self._state.issuer is not None, "wait_ready() first"
+        return self._state.issuer
+
+    @property
     def store(self) -> Store:
         assert self._store is not None, "start() first"
         return self._store

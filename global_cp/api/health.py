@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from global_cp.api.state import state_of
+from meshgate.aio import within
 from meshgate.store.errors import StoreError
 
 
@@ -20,7 +19,7 @@ async def readyz(request: web.Request) -> web.Response:
     if not state.ready:
         return web.json_response({"status": "starting"}, status=503)
     try:
-        revision = await asyncio.wait_for(state.store.revision(), 2.0)
+        revision = await within(state.store.revision(), 2.0)
     except (StoreError, TimeoutError) as exc:
         state.metrics.ready.set(0)
         return web.json_response({"status": "store unavailable", "error": str(exc)}, status=503)

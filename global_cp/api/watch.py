@@ -17,6 +17,7 @@ from aiohttp import web
 
 from global_cp.api.errors import BadRequest
 from global_cp.api.state import state_of
+from meshgate.aio import within
 from meshgate.resources.kinds import REGISTRY
 from meshgate.resources.views import api_document
 from meshgate.store.interface import WatchEvent
@@ -73,7 +74,7 @@ async def _stream(
 
 async def _next(queue: asyncio.Queue[Item], timeout: float) -> Item:
     try:
-        return await asyncio.wait_for(queue.get(), timeout)
+        return await within(queue.get(), timeout)
     except TimeoutError:
         return None
 

@@ -8,6 +8,7 @@ import contextlib
 import logging
 from datetime import timedelta
 
+from meshgate.aio import wait_event
 from meshgate.clock import Clock, rfc3339
 from meshgate.resources.kinds.system import Nack, ZoneSessionSpec
 from meshgate.resources.model import Resource
@@ -35,8 +36,7 @@ class SessionStatus:
         self._written = await self.previous()
         while True:
             await self._write(self.build(session, connected=True))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(kick.wait(), self._interval)
+            await wait_event(kick, self._interval)
             kick.clear()
 
     async def disconnected(self, session: SourceSession) -> None:

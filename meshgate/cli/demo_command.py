@@ -1,6 +1,8 @@
-"""``meshgate demo``: today a global CP on SQLite with the demo resources applied.
+"""``meshgate demo``: a whole multi-region mesh on one machine, on the embedded defaults.
 
-Later milestones grow it into the whole multi-region mesh (zone CPs, proxies, edges).
+Today: a global CP (SQLite) and a zone CP per region, enrolled and syncing, with a proxy's
+instance reported in one region and known in the other. Later milestones add proxies,
+ingresses and anycast edges.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import click
 @click.option(
     "--listen", default="127.0.0.1:0", show_default=True, help="API address; port 0 picks a free one."
 )
-@click.option("--once", is_flag=True, help="Exit after applying and showing the resources.")
+@click.option("--once", is_flag=True, help="Exit after bringing the mesh up and showing it.")
 def demo(data_dir: Path | None, listen: str, once: bool) -> None:
-    """Run a global CP with a two-region example mesh applied."""
+    """Run a two-region mesh: global CP, zone CPs, resources applied."""
     import uvloop
 
     from meshgate.telemetry import logs
@@ -33,30 +35,32 @@ def demo(data_dir: Path | None, listen: str, once: bool) -> None:
 
 
 async def _demo(data_dir: Path, listen: str, once: bool) -> None:
-    from global_cp.config import GlobalCPConfig
-    from global_cp.server import GlobalCP
+    from global_cp.api.zone_status import zone_statuses
     from meshgate.cli.output import table
-    from meshgate.clock import SystemClock
-    from meshgate.demo.resources import documents
+    from meshgate.demo.run import DemoMesh
     from meshgate.resources.kinds import REGISTRY
     from meshgate.resources.views import api_document
 
-    cp = GlobalCP(GlobalCPConfig(data_dir=data_dir, listen=listen, zone_listen=_zone_listen(listen)))
-    await cp.start()
+    mesh = DemoMesh(data_dir, listen)
     try:
-        await cp.wait_ready()
-        service = cp.service
-        report = await service.apply(documents(SystemClock().now()))
-        click.echo(f"meshgate demo: global CP at {cp.url} (store: {cp.config.store})")
-        for item in report.items:
-            click.echo(f"  {item.kind.lower()}/{item.name} {item.outcome.value}")
-        for kind in ("Zone", "GlobalService", "Edge"):
-            listing = await service.list(kind)
-            click.echo(f"\n{REGISTRY[kind].plural}:")
-            click.echo(table(REGISTRY[kind], [api_document(r) for r in listing.items]))
+        await mesh.start()
+        cp = mesh.cp
+        assert cp is not None
         click.echo(
-            f"\nTry: MESHGATE_SERVER={cp.url} MESHGATE_TOKEN_FILE={cp.config.admin_token} "
-            "meshgate get globalservices -o yaml"
+            f"meshgate demo: global CP at {cp.url} (zones sync at {cp.zone_url}; store {cp.config.store})"
+        )
+        for zone, zone_cp in mesh.zones.items():
+            click.echo(f"  zone CP {zone}: {zone_cp.url}")
+        statuses = await zone_statuses(cp.store, cp.clock.now())
+        for kind in ("Zone", "GlobalService", "Edge", "Dataplane", "CrossZoneEndpoints"):
+            docs = [api_document(r) for r in (await cp.service.list(kind)).items]
+            for doc in docs:
+                if kind == "Zone":
+                    doc["status"] = statuses.get(doc["metadata"]["name"], {})
+            click.echo(f"\n{REGISTRY[kind].plural}:")
+            click.echo(table(REGISTRY[kind], docs))
+        click.echo(
+            f"\nTry: MESHGATE_SERVER={cp.url} MESHGATE_TOKEN_FILE={cp.config.admin_token} meshgate get zones"
         )
         if once:
             return
@@ -67,10 +71,4 @@ async def _demo(data_dir: Path, listen: str, once: bool) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
     finally:
-        await cp.stop()
-
-
-def _zone_listen(listen: str) -> str:
-    """The zone-facing listener on the same host; a free port when the API's is free too."""
-    host, _, port = listen.rpartition(":")
-    return f"{host}:0" if port == "0" else f"{host}:5685"
+        await mesh.stop()

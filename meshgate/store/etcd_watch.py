@@ -24,6 +24,7 @@ import grpc
 import grpc.aio
 from etcd3aio._protobuf import WatchCreateRequest, WatchRequest, WatchStub
 
+from meshgate.aio import within
 from meshgate.store.errors import Compacted, StoreError, Unavailable
 from meshgate.store.etcd_errors import cancelled_by_grpc
 
@@ -176,7 +177,7 @@ class _Watchdog:
                 continue
             asked = self._loop.time()
             try:
-                await asyncio.wait_for(
+                await within(
                     self._call.write(WatchRequest(progress_request={})), self._reconnect.probe_timeout
                 )
             except Exception:  # the call is broken or stuck: either way, reopen

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import functools
 import os
 import sqlite3
@@ -18,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from meshgate.aio import wait_event
 from meshgate.clock import Clock, SystemClock, rfc3339
 from meshgate.resources.model import Resource
 from meshgate.resources.selectors import Selector
@@ -248,8 +248,7 @@ class SqliteStore(Store):
                     yield WatchEvent(EventType(type_), resource, revision)
             if rows:
                 continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waiter.wait(), self._poll_interval)
+            await wait_event(waiter, self._poll_interval)
 
     def _events_after(self, revision: int) -> builtins.list[tuple[int, str, str, int]]:
         db = self._db()

@@ -10,6 +10,7 @@ from typing import Protocol
 
 import aiohttp
 
+from meshgate.aio import wait_event
 from meshgate.sync import messages
 from meshgate.sync.messages import Hello, ProtocolError
 from meshgate.sync.sink import SinkSession
@@ -82,8 +83,7 @@ async def run_source(
         while True:
             retry = session.next_retry()
             timeout = None if retry is None else max(0.0, retry - session.now())
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(wake.wait(), timeout)
+            await wait_event(wake, timeout)
             wake.clear()
             for update in session.poll():
                 await ws.send_str(messages.encode(update))

@@ -16,6 +16,7 @@ class TcpProxy:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
+        self._relays: set[asyncio.Task[None]] = set()
         self._open = True
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
@@ -29,6 +30,15 @@ class TcpProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._relays.add(task)
+        try:
+            await self._pipe_both(reader, writer)
+        finally:
+            self._relays.discard(task)
+
+    async def _pipe_both(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if not self._open:
             writer.close()
             return
@@ -69,8 +79,15 @@ class TcpProxy:
         async def close() -> None:
             if self._server is not None:
                 self._server.close()
+            for task in list(self._relays):
+                task.cancel()
+            await asyncio.gather(*self._relays, return_exceptions=True)
             for writer in list(self._writers):
                 writer.close()
+                with contextlib.suppress(Exception):
+                    await writer.wait_closed()
+            if self._server is not None:
+                await self._server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
