@@ -186,6 +186,8 @@ def test_demo_runs_the_main_job() -> None:
     assert rows["eu-west"][3:5] == ["yes", "yes"]  # enabled, connected ("Europe (Paris)" is 2 words)
     assert rows["us-east"][3:5] == ["yes", "yes"]
     lines = [line.split() for line in done.stdout.splitlines()]
-    assert ["web", "web", "203.0.113.10", "443/https,80/http", "www.demo.meshgate.test"] in [l[:5] for l in lines]
+    assert ["web", "web", "203.0.113.10", "443/https,80/http", "www.demo.meshgate.test"] in [
+        row[:5] for row in lines
+    ]
     assert rows["eu-west.web-1"][1:3] == ["eu-west", "local"]
     assert "eu-west:1" in done.stdout  # the instance in eu-west, known as a cross-zone endpoint
