@@ -31,6 +31,9 @@ def parser() -> argparse.ArgumentParser:
     sync.add_argument("--writes", type=_positive, help="writes per propagation round (default 200)")
     sync.add_argument("--rounds", type=_positive, help="propagation rounds (default 3)")
     sync.add_argument("--full-sync-repeats", type=_positive, help="full syncs of the first zone (default 3)")
+    sync.add_argument(
+        "--real-zone-writes", type=int, help="writes timed to the real zone CP (default 30; 0: none)"
+    )
     sync.add_argument("--no-real-zone", action="store_true", help="skip the real zone CP's full sync")
     sync.add_argument(
         "--profile",
@@ -60,12 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             writes=choose("writes", args.writes),
             rounds=choose("rounds", args.rounds),
             full_sync_repeats=choose("full_sync_repeats", args.full_sync_repeats),
+            real_zone_writes=choose("real_zone_writes", args.real_zone_writes),
             real_zone=not args.no_real_zone,
             profile=args.profile,
             keep=args.keep,
             quick=args.quick,
         )
-        if (params.rounds + params.profile) * params.writes > 65_535 - 20_000:
+        if (params.rounds + params.profile) * params.writes + 2 * params.real_zone_writes > 65_535 - 20_000:
             print("too many writes: each needs a port number of its own", file=sys.stderr)
             return 2
         uvloop.run(run(params))

@@ -71,6 +71,7 @@ class Params:
     writes: int = 200
     rounds: int = 3
     full_sync_repeats: int = 3
+    real_zone_writes: int = 30
     pause: float = 0.02
     real_zone: bool = True
     profile: bool = False
@@ -80,7 +81,7 @@ class Params:
 
     @classmethod
     def quick_defaults(cls) -> dict[str, int]:
-        return {"zones": 5, "resources": 1_000, "writes": 50}
+        return {"zones": 5, "resources": 1_000, "writes": 50, "real_zone_writes": 10}
 
 
 # --- simulated zones --------------------------------------------------------------------------------
@@ -438,7 +439,7 @@ async def _scenario(ctx: Context) -> None:
 
     if p.real_zone:
         _say("full sync of a real zone CP (SQLite)")
-        record["full_sync_real_zone"] = await _real_zone(ctx, "real-01")
+        record["full_sync_real_zone"] = await _real_zone(ctx, "real-01", (rng, counter))
     if p.profile:
         record["profiles"] = await _profiles(ctx, rng, counter)
 
@@ -579,22 +580,28 @@ def _combine(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def _real_zone(ctx: Context, name: str, profile_out: Path | None = None) -> dict[str, Any]:
+async def _real_zone(
+    ctx: Context,
+    name: str,
+    writes: tuple[random.Random, Iterable[int]] | None = None,
+    profile_dir: Path | None = None,
+) -> dict[str, Any]:
     """``meshgate zone-cp run`` from process start until its /api/v1/sync shows the version
-    every simulated zone holds (polled every 20 ms); then its service count is checked."""
+    every simulated zone holds (polled every 20 ms); then its service count is checked and,
+    given ``writes``, the propagation of single writes to it is measured."""
     target = max(zone.version for zone in ctx.zones)
     token = await asyncio.to_thread(ctx.admin.token, "zone", name)
-    data_dir = ctx.root / (name if profile_out is None else f"{name}-profiled")
+    data_dir = ctx.root / (name if profile_dir is None else f"{name}-profiled")
     zcp = ctx.owned.add(ZoneCPProcess(data_dir, name, ctx.cp.zone_url, token))
     cpu = CpuMeter(ctx.pid).start()
     t0 = time.monotonic()
-    starting = asyncio.create_task(asyncio.to_thread(zcp.start, 60, wait_joined=False))
+    await asyncio.to_thread(zcp.start, 60, wait_joined=False)
     profiler: Profiler | None = None
-    await starting
     assert zcp.proc is not None
     marks: dict[str, float] = {"listening": time.monotonic() - t0}
-    if profile_out is not None:  # from here on: enrollment and the sync (imports are done)
-        profiler = await asyncio.to_thread(Profiler(zcp.proc.pid, profile_out).start)
+    if profile_dir is not None:  # from here on: enrollment and the sync (imports are done)
+        profiler = Profiler(zcp.proc.pid, profile_dir / "zone-cp-full-sync.txt")
+        await asyncio.to_thread(profiler.start)
 
     async def applied() -> dict[str, Any] | None:
         if zcp.proc is not None and zcp.proc.poll() is not None:
@@ -630,9 +637,27 @@ async def _real_zone(ctx: Context, name: str, profile_out: Path | None = None) -
     }
     services = await asyncio.to_thread(zcp.names, "services")
     result["services_at_zone"] = len(services)
+    if writes is not None and ctx.params.real_zone_writes:
+        _say(f"propagation to the real zone CP: {ctx.params.real_zone_writes} writes")
+        during: list[Profiler] = []
+        if profile_dir is not None:
+            during = [
+                Profiler(zcp.proc.pid, profile_dir / "zone-cp-writes.txt"),
+                Profiler(ctx.pid, profile_dir / "global-writes-with-real-zone.txt"),
+            ]
+            for each in during:
+                await asyncio.to_thread(each.start)
+        result["propagation"] = await _real_zone_propagation(ctx, zcp, *writes)
+        for each in during:
+            await asyncio.to_thread(each.stop)
+        if during:
+            result["profile_writes"] = {
+                "zone_cp": {"file": during[0].out, **during[0].summary()},
+                "global_cp": {"file": during[1].out, **during[1].summary()},
+            }
     result["exit_after_sigterm_s"] = await asyncio.to_thread(_stop, zcp, STOP_TIMEOUT)
     if profiler is not None:
-        result["profile"] = {"file": profile_out, **profiler.summary()}
+        result["profile"] = {"file": profiler.out, **profiler.summary()}
     return result
 
 
@@ -665,10 +690,66 @@ async def _profiles(ctx: Context, rng: random.Random, ports: Iterable[int]) -> d
 
     if ctx.params.real_zone:
         _say("profile: a real zone CP's full sync")
-        profiled = await _real_zone(ctx, "real-02", out / "zone-cp-full-sync.txt")
+        profiled = await _real_zone(ctx, "real-02", (rng, ports), profile_dir=out)
+        during = profiled.pop("profile_writes", {})
+        if during:
+            profiles["zone_cp_writes"] = during["zone_cp"]
+            profiles["global_writes_with_real_zone"] = during["global_cp"]
         profiles["zone_cp_full_sync"] = profiled.pop("profile", {})
         profiles["zone_cp_full_sync"]["run_under_profiler"] = profiled
     return profiles
+
+
+async def _real_zone_propagation(
+    ctx: Context, zcp: ZoneCPProcess, rng: random.Random, ports: Iterable[int]
+) -> dict[str, Any]:
+    """Single writes, as in the rounds, timed to the real zone CP: from t0 its /api/v1/sync is
+    polled every 5 ms until ``appliedVersion`` passes the version held before the write (only
+    the write changes a synced resource, so that is the write, persisted). Also waits for
+    every simulated zone, so writes never overlap."""
+    p, probe = ctx.params, ctx.probe
+    port_source = iter(ports)
+    real: list[float] = []
+    sims: list[float] = []
+    missing = 0
+    cpu = CpuMeter(ctx.pid).start()
+    zone_cpu = CpuMeter(zcp.proc.pid).start() if zcp.proc is not None else None
+    for _ in range(p.real_zone_writes):
+        before = max(zone.version for zone in ctx.zones)
+        name = service_name(rng.randrange(p.resources))
+        probe.arm(f"Service/{name}", next(port_source))
+        t0 = time.monotonic()
+        watcher = asyncio.create_task(_applied_after(zcp, before, t0))
+        await ctx.api.apply([service(name, probe.port)])
+        latency = await watcher
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(probe.done.wait(), WRITE_TIMEOUT)
+        if math.isnan(latency) or len(probe.hits) < p.zones:
+            missing += 1
+        else:
+            real.append(latency)
+            sims.append(max(probe.hits.values()) - t0)
+        probe.disarm()
+        await asyncio.sleep(p.pause)
+    return {
+        "writes": p.real_zone_writes,
+        "missing": missing,
+        "global_cpu_ms_per_write": 1000 * cpu.stop() / p.real_zone_writes,
+        "zone_cp_cpu_ms_per_write": 1000 * zone_cpu.stop() / p.real_zone_writes if zone_cpu else math.nan,
+        "real_zone": Summary.of(real).as_dict(),
+        "slowest_simulated_zone": Summary.of(sims).as_dict(),
+        "raw_real_zone_s": real,
+    }
+
+
+async def _applied_after(zcp: ZoneCPProcess, version: int, t0: float) -> float:
+    """Seconds from ``t0`` until the zone CP's applied version passes ``version`` (NaN: never)."""
+    while time.monotonic() - t0 < WRITE_TIMEOUT:
+        state = await asyncio.to_thread(zcp.sync)
+        if state["appliedVersion"] > version:
+            return time.monotonic() - t0
+        await asyncio.sleep(0.005)
+    return math.nan
 
 
 def _stop(zcp: ZoneCPProcess, timeout: float) -> float | None:
@@ -744,9 +825,21 @@ def render(record: dict[str, Any]) -> str:
             secs(exit_s) if exit_s is not None else f"none within {STOP_TIMEOUT:.0f} s (killed)",
         )
         row(
-            "  zone CP CPU, RSS, peak RSS",
+            "  zone CP CPU, RSS, peak RSS (when applied)",
             f"{secs(real['zone_cp_cpu_s'])}, {mib(real['zone_cp_rss_bytes'])}, {mib(real['zone_cp_peak_rss_bytes'])}",
         )
+        rp = real.get("propagation")
+        if rp:
+            row(
+                "propagation to the real zone CP p50 / p99 / max",
+                f"{ms(rp['real_zone']['p50'])} / {ms(rp['real_zone']['p99'])} / {ms(rp['real_zone']['max'])}",
+                f"{rp['real_zone']['n']} writes, {rp['missing']} missing; applied+persisted, seen by polling "
+                f"every 5 ms; slowest simulated zone p50 {ms(rp['slowest_simulated_zone']['p50'])}",
+            )
+            row(
+                "  CPU per write with the real zone CP connected: global CP / zone CP",
+                f"{rp['global_cpu_ms_per_write']:.0f} ms / {rp['zone_cp_cpu_ms_per_write']:.0f} ms",
+            )
     prop = record.get("propagation")
     if prop:
         med = prop["median_of_rounds"]
