@@ -32,6 +32,7 @@ from meshgate.files import write_secret_file
 from meshgate.pki.kek import Kek
 from meshgate.store.errors import Unavailable
 from meshgate.store.interface import Store
+from meshgate.store.mirror import StoreMirror
 from meshgate.store.urls import open_store
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,10 @@ class GlobalCP:
         config.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         kek = Kek.load_or_create(config.kek)
         self._store = store = await open_store(config.store)
+        self.mirror = StoreMirror(store)
         self._state = state = AppState(
             store=store,
-            service=ResourceService(store),
+            service=ResourceService(store, self.mirror),
             metrics=Metrics(),
             admin_hashes=set(),
             heartbeat=config.heartbeat,
@@ -123,10 +125,11 @@ class GlobalCP:
         host, port = config.zone_host_port()
         zone_tls = ZoneFacingTLS(trust.ca, self.clock, [host, "localhost", "127.0.0.1", *config.zone_names])
         replica = config.replica or f"{socket.gethostname()}:{os.getpid()}"
-        self.hub = SyncHub(store, self.clock, state.metrics, replica)
+        self.hub = SyncHub(store, self.mirror, self.clock, state.metrics, replica)
         for component in (
+            self.mirror,
             MeshCAReconciler(store, kek, self.clock, root_ttl=config.root_ttl),
-            CrossZoneReconciler(store),
+            CrossZoneReconciler(store, self.mirror),
             zone_tls,
             self.hub,
         ):

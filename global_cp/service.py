@@ -24,6 +24,7 @@ from meshgate.resources.violations import ValidationFailed, Violation
 from meshgate.store import planning
 from meshgate.store.errors import Conflict, NotFound
 from meshgate.store.interface import Delete, Expect, Listing, Op, Outcome, Put, Store
+from meshgate.store.mirror import StoreMirror
 
 FENCE_KEY = ("WriteFence", "operator")
 
@@ -45,8 +46,9 @@ class WriteReport:
 
 
 class ResourceService:
-    def __init__(self, store: Store, *, attempts: int = 8) -> None:
+    def __init__(self, store: Store, mirror: StoreMirror, *, attempts: int = 8) -> None:
         self._store = store
+        self._mirror = mirror
         self._attempts = attempts
 
     @property
@@ -95,9 +97,12 @@ class ResourceService:
     async def _write(
         self, changes: builtins.list[consistency.Change], ops: builtins.list[Op], dry_run: bool
     ) -> WriteReport:
+        # Validate against the mirror, caught up with the store as of now (read your writes);
+        # the fence makes a commit against a snapshot someone else changed fail, not corrupt.
+        await self._mirror.caught_up(await self._store.revision())
         for _attempt in range(self._attempts):
-            listing = await self._store.list()
-            state = {r.key: r for r in listing.items}
+            state = self._mirror.resources  # no await until the apply: one consistent snapshot
+            revision = self._mirror.revision
             for change in changes:
                 if change.resource is None and change.key not in state:
                     raise NotFound(*change.key)
@@ -107,17 +112,20 @@ class ResourceService:
             if violations:
                 raise ValidationFailed(violations)
             all_ops = ops + [Delete(*k) for k in cascaded]
-            predicted = _predict(all_ops, state, listing.revision)
+            predicted = _predict(all_ops, state, revision)
             if dry_run:
                 return predicted
             if all(item.outcome is Outcome.UNCHANGED for item in predicted.items):
-                return WriteReport(False, listing.revision, predicted.items)  # nothing to write
+                return WriteReport(False, revision, predicted.items)  # nothing to write
             try:
                 result = await self._store.apply([*all_ops, _fence(state.get(FENCE_KEY))])
             except Conflict as conflict:
                 if (conflict.kind, conflict.name) == FENCE_KEY:
-                    continue  # another writer committed first: validate again
+                    # Another writer committed first: validate again once the mirror has it.
+                    await self._mirror.caught_up(conflict.actual or await self._store.revision())
+                    continue
                 raise
+            await self._mirror.caught_up(result.revision)
             items = tuple(
                 ItemResult(
                     r.resource.kind,

@@ -17,8 +17,9 @@ from meshgate.resources.model import Resource
 from meshgate.resources.registry import SyncDirection
 from meshgate.resources.validation import parse_resource
 from meshgate.resources.violations import ValidationFailed
-from meshgate.store.errors import StoreError
+from meshgate.store.errors import NotFound, StoreError
 from meshgate.store.interface import Delete, Op, Put, Store
+from meshgate.store.mirror import StoreMirror
 from meshgate.sync.sink import Change, Rejected
 from meshgate.sync.versions import key_of, resource_version, split_key
 
@@ -29,12 +30,11 @@ def synced_kinds() -> frozenset[str]:
     return frozenset(d.kind for d in REGISTRY.syncing(SyncDirection.GLOBAL_TO_ZONE))
 
 
-async def known_state(store: Store) -> tuple[dict[str, str], int]:
-    """What the zone holds from the global CP, for its ``hello``."""
-    listing = await store.list()
-    kinds = synced_kinds()
-    known = {key_of(*r.key): resource_version(r) for r in listing.items if r.kind in kinds}
-    checkpoint = next((r for r in listing.items if r.key == CHECKPOINT), None)
+def known_state(mirror: StoreMirror) -> tuple[dict[str, str], int]:
+    """What the zone holds from the global CP, for its ``hello`` (a mirror that lags a moment
+    only makes the global CP resend a few documents the zone already has)."""
+    known = {key_of(*r.key): resource_version(r) for r in mirror.of_kinds(synced_kinds())}
+    checkpoint = mirror.resources.get(CHECKPOINT)
     return known, checkpoint.spec_as(SyncCheckpointSpec).version if checkpoint else 0
 
 
@@ -67,11 +67,17 @@ class GlobalApplier:
         if problems:
             raise Rejected.for_documents(problems)
         try:
-            present = {r.key for r in (await self._store.list()).items}
-            ops += [Delete(k, n) for k, n in removals if (k, n) in present]
+            ops += [Delete(k, n) for k, n in removals if await self._exists(k, n)]
             checkpoint = SyncCheckpointSpec(version=change.version, applied_at=rfc3339(self._clock.now()))
             ops.append(Put(Resource(*CHECKPOINT, checkpoint)))
             await self._store.apply(ops)
         except StoreError as exc:
             raise Rejected(f"cannot persist the update: {exc}") from None
         self._on_applied(change.version)
+
+    async def _exists(self, kind: str, name: str) -> bool:
+        try:
+            await self._store.get(kind, name)
+        except NotFound:
+            return False
+        return True

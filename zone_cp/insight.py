@@ -20,8 +20,11 @@ log = logging.getLogger(__name__)
 
 
 class InsightWriter:
-    def __init__(self, store: Store, zone: str, state: LinkState, clock: Clock) -> None:
+    def __init__(
+        self, store: Store, zone: str, state: LinkState, clock: Clock, interval: float = 2.0
+    ) -> None:
         self._store, self._zone, self._state, self._clock = store, zone, state, clock
+        self._interval = interval
         self._kick = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._written: ZoneInsightSpec | None = None
@@ -47,7 +50,9 @@ class InsightWriter:
                 await self._write()
             except StoreError as exc:
                 log.warning("could not record the zone insight: %s", exc)
-            await asyncio.sleep(0.2)  # coalesce bursts
+            # Coalesce: each write is a report the global CP must take, so at most one per
+            # interval however fast updates arrive (the global CP sees applied versions live).
+            await asyncio.sleep(self._interval)
 
     async def _write(self) -> None:
         proxies = len((await self._store.list("Dataplane")).items)

@@ -23,6 +23,7 @@ from meshgate.resources.model import Resource
 from meshgate.resources.registry import SyncDirection
 from meshgate.store.errors import StoreError
 from meshgate.store.interface import Store
+from meshgate.store.mirror import StoreMirror
 from meshgate.sync.backoff import Backoff
 from meshgate.sync.cache import CacheView, SyncCache
 from meshgate.sync.messages import MAX_MESSAGE_BYTES, Hello, Nack, ProtocolError
@@ -67,6 +68,7 @@ class GlobalLink:
         self,
         config: ZoneCPConfig,
         store: Store,
+        mirror: StoreMirror,
         identity: ZoneIdentity,
         clock: Clock,
         metrics: ZoneMetrics,
@@ -76,12 +78,13 @@ class GlobalLink:
         self._config, self._store, self._identity = config, store, identity
         self._clock, self._metrics, self._on_change = clock, metrics, on_change
         self.state = state
-        self._cache = SyncCache(store, [d.kind for d in REGISTRY.syncing(SyncDirection.ZONE_TO_GLOBAL)])
+        self._mirror = mirror
+        self._cache = SyncCache(mirror, [d.kind for d in REGISTRY.syncing(SyncDirection.ZONE_TO_GLOBAL)])
         self._tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
-        _known, self.state.applied_version = await known_state(self._store)
+        _known, self.state.applied_version = known_state(self._mirror)
         await self._cache.start()
         self._session = aiohttp.ClientSession()
         now = self._clock.monotonic()
@@ -148,7 +151,7 @@ class GlobalLink:
     async def _sink(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         applier = GlobalApplier(self._store, self._clock, self._applied)
         session = SinkSession(self._answered(applier.apply))
-        known, applied = await known_state(self._store)
+        known, applied = known_state(self._mirror)
         contact = asyncio.create_task(self._record_contact(), name="global-contact")
         try:
             await run_sink(ws, session, Hello(known, applied))

@@ -15,6 +15,7 @@ from global_cp.config import split_host_port
 from meshgate.clock import Clock, SystemClock
 from meshgate.files import write_secret_file
 from meshgate.store.interface import Limits
+from meshgate.store.mirror import StoreMirror
 from meshgate.store.sqlite import SqliteStore
 from meshgate.sync.backoff import Backoff
 from zone_cp.api import ZoneApi, build_api
@@ -42,6 +43,7 @@ class ZoneCP:
         self.url = ""
         self.link: GlobalLink | None = None
         self.store: SqliteStore | None = None
+        self.mirror: StoreMirror | None = None
         self.failed = asyncio.Event()
         self.failure: str = ""
         self._runner: web.AppRunner | None = None
@@ -79,8 +81,17 @@ class ZoneCP:
         identity = await self._identity()
         state = LinkState()
         self._insight = InsightWriter(self.store, self.config.zone, state, self.clock)
+        self.mirror = StoreMirror(self.store)
+        await self.mirror.start()
         self.link = GlobalLink(
-            self.config, self.store, identity, self.clock, self._api.metrics, state, self._insight.kick
+            self.config,
+            self.store,
+            self.mirror,
+            identity,
+            self.clock,
+            self._api.metrics,
+            state,
+            self._insight.kick,
         )
         self._api.on_registered = self._insight.kick
         await self.link.start()
@@ -127,6 +138,8 @@ class ZoneCP:
             await self._insight.stop()
         if self.link is not None:
             await self.link.stop()
+        if self.mirror is not None:
+            await self.mirror.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if self.store is not None:

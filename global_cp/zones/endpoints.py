@@ -11,14 +11,16 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
+from collections.abc import Callable
 
 from meshgate.resources.kinds.cross_zone import CrossZoneEndpointsSpec, Ingress, ZoneEndpoints
 from meshgate.resources.kinds.dataplane import DataplaneSpec
 from meshgate.resources.kinds.zone import ZoneSpec
 from meshgate.resources.kinds.zone_ingress import ZoneIngressSpec
 from meshgate.resources.model import Resource
-from meshgate.store.errors import StoreError
+from meshgate.store.errors import NotFound, StoreError
 from meshgate.store.interface import Delete, Op, Put, Store
+from meshgate.store.mirror import Change, StoreMirror
 
 log = logging.getLogger(__name__)
 
@@ -52,23 +54,36 @@ def derive(resources: list[Resource]) -> dict[str, CrossZoneEndpointsSpec]:
 
 
 class CrossZoneReconciler:
-    def __init__(self, store: Store, debounce: float = 0.05) -> None:
-        self._store, self._debounce = store, debounce
+    """Keeps ``CrossZoneEndpoints`` equal to ``derive(...)`` of the mirrored store: recomputed
+    (debounced) after any change to its inputs, written only where it differs."""
+
+    def __init__(self, store: Store, mirror: StoreMirror, debounce: float = 0.05) -> None:
+        self._store, self._mirror, self._debounce = store, mirror, debounce
+        self._dirty = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     async def start(self) -> None:
+        self._unsubscribe = self._mirror.subscribe(self._changed)
+        self._dirty.set()
         self._task = asyncio.create_task(self._run(), name="cross-zone-endpoints")
 
     async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    async def reconcile(self) -> int:
-        listing = await self._store.list()
-        desired = derive(list(listing.items))
-        current = {r.name: r for r in listing.items if r.kind == "CrossZoneEndpoints"}
+    def _changed(self, changes: list[Change]) -> None:
+        if any(kind in INPUTS for (kind, _name), _resource in changes):
+            self._dirty.set()
+
+    async def reconcile(self) -> None:
+        resources = list(self._mirror.resources.values())
+        desired = derive(resources)
+        current = {r.name: r for r in resources if r.kind == "CrossZoneEndpoints"}
         ops: list[Op] = [
             Put(Resource("CrossZoneEndpoints", name, spec))
             for name, spec in desired.items()
@@ -76,37 +91,19 @@ class CrossZoneReconciler:
         ]
         ops += [Delete("CrossZoneEndpoints", name) for name in current if name not in desired]
         for start in range(0, len(ops), self._store.limits.max_ops):
-            await self._store.apply(ops[start : start + self._store.limits.max_ops])
-        return listing.revision
+            result = await self._store.apply(ops[start : start + self._store.limits.max_ops])
+            await self._mirror.caught_up(result.revision)
 
     async def _run(self) -> None:
-        backoff = 0.2
         while True:
-            try:
-                revision = await self.reconcile()
-                backoff = 0.2
-                dirty = asyncio.Event()
-                worker = asyncio.create_task(self._worker(dirty))
-                try:
-                    async for _event in self._store.watch(from_revision=revision, kinds=INPUTS):
-                        dirty.set()
-                finally:
-                    worker.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await worker
-            except StoreError as exc:
-                log.warning("cross-zone endpoints: %s; retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-
-    async def _worker(self, dirty: asyncio.Event) -> None:
-        while True:
-            await dirty.wait()
+            await self._dirty.wait()
             await asyncio.sleep(self._debounce)  # let a burst of reports settle into one write
-            dirty.clear()
+            self._dirty.clear()
             try:
                 await self.reconcile()
+            except NotFound:  # the mirror lagged behind another writer: look again
+                self._dirty.set()
             except StoreError as exc:
-                log.warning("cross-zone endpoints: %s", exc)
-                dirty.set()
+                log.warning("cross-zone endpoints: %s; retrying", exc)
+                self._dirty.set()
                 await asyncio.sleep(1.0)

@@ -22,6 +22,7 @@ from meshgate.resources.kinds import REGISTRY
 from meshgate.resources.model import Resource
 from meshgate.resources.registry import SyncDirection
 from meshgate.store.interface import Store
+from meshgate.store.mirror import StoreMirror
 from meshgate.sync.cache import CacheView, SyncCache
 from meshgate.sync.messages import Hello, Update
 from meshgate.sync.sink import SinkSession
@@ -45,6 +46,7 @@ def visible_to(zone: str) -> Callable[[Resource], bool]:
 @dataclass
 class SyncHub:
     store: Store
+    mirror: StoreMirror
     clock: Clock
     metrics: Metrics
     replica: str
@@ -55,7 +57,7 @@ class SyncHub:
 
     def __post_init__(self) -> None:
         kinds = [d.kind for d in REGISTRY.syncing(SyncDirection.GLOBAL_TO_ZONE)]
-        self.cache = SyncCache(self.store, kinds)
+        self.cache = SyncCache(self.mirror, kinds)
         self._slots = asyncio.Semaphore(self.initial_slots)
 
     async def start(self) -> None:
@@ -135,9 +137,9 @@ class SyncHub:
     async def serve_from_zone(self, ws: Socket, zone: str) -> None:
         await self._claim(zone, FROM_ZONE, ws)
         self.metrics.zones_connected.labels(FROM_ZONE).set(len(self.connected(FROM_ZONE)))
-        applier = InventoryApplier(self.store, zone, self.metrics)
+        applier = InventoryApplier(self.store, self.mirror, zone, self.metrics)
         try:
-            hello = Hello(await known_inventory(self.store, zone), 0)
+            hello = Hello(known_inventory(self.mirror, zone), 0)
             await run_sink(ws, SinkSession(applier.apply), hello)
         except Closed as exc:
             log.info("zone %s: zone→global stream closed: %s", zone, exc)

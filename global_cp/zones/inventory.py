@@ -13,8 +13,9 @@ from meshgate.resources.model import Resource
 from meshgate.resources.registry import SyncDirection
 from meshgate.resources.validation import parse_resource
 from meshgate.resources.violations import ValidationFailed
-from meshgate.store.errors import StoreError
+from meshgate.store.errors import NotFound, StoreError
 from meshgate.store.interface import Delete, Op, Put, Store
+from meshgate.store.mirror import StoreMirror
 from meshgate.sync.messages import ProtocolError
 from meshgate.sync.sink import Change, Rejected
 from meshgate.sync.versions import key_of, resource_version, split_key
@@ -26,20 +27,18 @@ def reported_kinds() -> frozenset[str]:
     return frozenset(d.kind for d in REGISTRY.syncing(SyncDirection.ZONE_TO_GLOBAL))
 
 
-async def known_inventory(store: Store, zone: str) -> dict[str, str]:
+def known_inventory(mirror: StoreMirror, zone: str) -> dict[str, str]:
     """What the global store holds of ``zone``'s reports: the sink's ``hello``."""
-    listing = await store.list()
-    kinds = reported_kinds()
     return {
         key_of(*r.key): resource_version(r)
-        for r in listing.items
-        if r.kind in kinds and REGISTRY[r.kind].zone_of(r) == zone
+        for r in mirror.of_kinds(reported_kinds())
+        if REGISTRY[r.kind].zone_of(r) == zone
     }
 
 
 class InventoryApplier:
-    def __init__(self, store: Store, zone: str, metrics: Metrics) -> None:
-        self._store, self._zone, self._metrics = store, zone, metrics
+    def __init__(self, store: Store, mirror: StoreMirror, zone: str, metrics: Metrics) -> None:
+        self._store, self._mirror, self._zone, self._metrics = store, mirror, zone, metrics
 
     async def apply(self, change: Change) -> None:
         kinds = reported_kinds()
@@ -76,16 +75,26 @@ class InventoryApplier:
     async def _owned(self, ops: list[Op]) -> list[Op]:
         """Nobody overwrites or removes another zone's reports, even with the same name.
         Removals of what the global store no longer has (an operator deleted it) are moot."""
-        current = {r.key: r for r in (await self._store.list()).items if r.kind in reported_kinds()}
         kept: list[Op] = []
         for op in ops:
             key = op.resource.key if isinstance(op, Put) else (op.kind, op.name)
-            existing: Resource | None = current.get(key)
+            existing: Resource | None = await self._current(key)
             if existing is not None and REGISTRY[key[0]].zone_of(existing) != self._zone:
                 raise ProtocolError(f"{key[0]}/{key[1]} belongs to another zone")
             if isinstance(op, Put) or existing is not None:
                 kept.append(op)
         return kept
+
+    async def _current(self, key: tuple[str, str]) -> Resource | None:
+        """The stored resource: from the mirror when it has it; the store is asked only when the
+        mirror has nothing, since a removal must not be skipped because the mirror lags."""
+        found = self._mirror.resources.get(key)
+        if found is not None:
+            return found
+        try:
+            return await self._store.get(*key)
+        except NotFound:
+            return None
 
     async def _write(self, ops: list[Op]) -> None:
         size = self._store.limits.max_ops

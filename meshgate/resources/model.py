@@ -8,7 +8,7 @@ own type; everything about the kind (scope, owner, sync direction, checks) lives
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -74,7 +74,7 @@ class Resource:
     def with_store_fields(
         self, *, revision: int | None, generation: int | None, created: str | None
     ) -> Resource:
-        return replace(self, revision=revision, generation=generation, created=created)
+        return Resource(self.kind, self.name, self.spec, self.labels, revision, generation, created)
 
     def spec_dict(self) -> dict[str, Any]:
         return self.spec.model_dump(mode="json", by_alias=True, exclude_none=True)

@@ -32,7 +32,6 @@ from meshgate.store.interface import (
     Op,
     OpResult,
     Outcome,
-    Put,
     Store,
     WatchEvent,
 )
@@ -168,8 +167,7 @@ class SqliteStore(Store):
     # -- writes -------------------------------------------------------------------------
 
     async def apply(self, ops: Sequence[Op]) -> ApplyResult:
-        encoded = {planning.op_key(op): codec.encode(op.resource) for op in ops if isinstance(op, Put)}
-        planning.check_batch(ops, self.limits, sum(len(v) for v in encoded.values()))
+        planning.check_batch(ops, self.limits, 0)  # counts and duplicates; sizes once encoded
         now = rfc3339(self._clock.now())
         result = await self._run(lambda: self._apply(ops, now))
         if result.results and any(r.outcome is not Outcome.UNCHANGED for r in result.results):
@@ -182,7 +180,8 @@ class SqliteStore(Store):
         try:
             revision = _meta(db, "revision") + 1
             results: builtins.list[OpResult] = []
-            writes: builtins.list[tuple[EventType, Resource | None, Resource]] = []
+            # (event, the resource shown in the event, its encoded document; None: a delete)
+            writes: builtins.list[tuple[EventType, Resource, str | None]] = []
             for op in ops:
                 kind, name = planning.op_key(op)
                 row = db.execute(
@@ -191,7 +190,7 @@ class SqliteStore(Store):
                 current = codec.decode(row[1], row[0]) if row else None
                 if isinstance(op, Delete):
                     last = planning.plan_delete(op, current)
-                    writes.append((EventType.DELETED, None, last))
+                    writes.append((EventType.DELETED, last, None))
                     results.append(OpResult(Outcome.DELETED, last))
                     continue
                 outcome, target = planning.plan_put(op, current, now)
@@ -202,22 +201,29 @@ class SqliteStore(Store):
                     revision=revision, generation=target.generation, created=target.created
                 )
                 kind_of = EventType.ADDED if outcome is Outcome.CREATED else EventType.MODIFIED
-                writes.append((kind_of, stored, stored))
+                writes.append((kind_of, stored, codec.encode(stored).decode()))
                 results.append(OpResult(outcome, stored))
             if not writes:
                 db.execute("ROLLBACK")
                 return ApplyResult(revision - 1, tuple(results))
-            for seq, (event, new, shown) in enumerate(writes):
-                if new is None:
+            planning.check_batch(ops, self.limits, sum(len(text or "") for _e, _r, text in writes))
+            for seq, (event, shown, text) in enumerate(writes):
+                if text is None:
                     db.execute("DELETE FROM resources WHERE kind=? AND name=?", shown.key)
                 else:
                     db.execute(
-                        "INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?)",
-                        (*new.key, revision, codec.encode(new).decode()),
+                        "INSERT OR REPLACE INTO resources VALUES (?, ?, ?, ?)", (*shown.key, revision, text)
                     )
                 db.execute(
                     "INSERT INTO events VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (revision, seq, event.value, *shown.key, codec.encode(shown).decode(), shown.revision),
+                    (
+                        revision,
+                        seq,
+                        event.value,
+                        *shown.key,
+                        text or codec.encode(shown).decode(),
+                        shown.revision,
+                    ),
                 )
             db.execute("UPDATE meta SET value=? WHERE key='revision'", (revision,))
             floor = revision - self._history
@@ -241,22 +247,21 @@ class SqliteStore(Store):
         while True:
             waiter = self._changed
             rows = await self._run(functools.partial(self._events_after, last))
-            for revision, type_, doc, doc_revision in rows:
+            for revision, type_, kind, doc, doc_revision in rows:
                 last = revision
-                resource = codec.decode(doc, doc_revision)
-                if wanted is None or resource.kind in wanted:
-                    yield WatchEvent(EventType(type_), resource, revision)
+                if wanted is None or kind in wanted:  # decode only what the watcher wants
+                    yield WatchEvent(EventType(type_), codec.decode(doc, doc_revision), revision)
             if rows:
                 continue
             await wait_event(waiter, self._poll_interval)
 
-    def _events_after(self, revision: int) -> builtins.list[tuple[int, str, str, int]]:
+    def _events_after(self, revision: int) -> builtins.list[tuple[int, str, str, str, int]]:
         db = self._db()
         compacted = _meta(db, "compacted")
         if revision < compacted:
             raise Compacted(revision, compacted)
         return db.execute(
-            "SELECT revision, type, doc, doc_revision FROM events "
+            "SELECT revision, type, kind, doc, doc_revision FROM events "
             "WHERE revision > ? AND revision <= ? ORDER BY revision, seq",
             (revision, revision + 256),
         ).fetchall()

@@ -1,26 +1,18 @@
-"""A store's synced resources, mirrored in memory and kept current by one watch.
-
-Every sync session of a process reads this one cache through a filtered view and is told
-which keys changed; nobody else reads the store for sync.
-"""
+"""A store's synced resources as sync entries (document, version, encoded text), kept current
+from a ``StoreMirror``: every sync session of a process reads this one cache through a
+filtered view and is told which keys changed."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from meshgate.resources.model import Resource
 from meshgate.resources.views import sync_document
-from meshgate.store.errors import StoreError
-from meshgate.store.interface import EventType, Store
+from meshgate.store.mirror import Change, StoreMirror
 from meshgate.sync.source import Entry
 from meshgate.sync.versions import content_version, key_of
-
-log = logging.getLogger(__name__)
 
 Listener = Callable[[set[str]], None]
 
@@ -32,27 +24,26 @@ class Cached:
 
 
 class SyncCache:
-    """Resources of ``kinds`` in ``store``, as sync entries, with change notifications."""
+    """The resources of ``kinds`` in ``mirror``, with change notifications by key."""
 
-    def __init__(self, store: Store, kinds: Iterable[str]) -> None:
-        self._store = store
+    def __init__(self, mirror: StoreMirror, kinds: Iterable[str]) -> None:
+        self._mirror = mirror
         self._kinds = frozenset(kinds)
         self._items: dict[str, Cached] = {}
         self._listeners: set[Listener] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._loaded = asyncio.Event()
-        self.version = 0
+        self._unsubscribe: Callable[[], None] | None = None
+
+    @property
+    def version(self) -> int:
+        return self._mirror.revision
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="sync-cache")
-        await self._loaded.wait()
+        self._items = {key_of(*r.key): _cached(r) for r in self._mirror.of_kinds(self._kinds)}
+        self._unsubscribe = self._mirror.subscribe(self._changed)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        if self._unsubscribe is not None:
+            self._unsubscribe()
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.add(listener)
@@ -67,40 +58,20 @@ class SyncCache:
     def __len__(self) -> int:
         return len(self._items)
 
-    async def _run(self) -> None:
-        backoff = 0.2
-        while True:
-            try:
-                await self._reload()
-                backoff = 0.2
-                async for event in self._store.watch(from_revision=self.version, kinds=self._kinds):
-                    key = key_of(*event.resource.key)
-                    if event.type is EventType.DELETED:
-                        self._items.pop(key, None)
-                    else:
-                        self._items[key] = _cached(event.resource)
-                    self.version = event.revision
-                    self._notify({key})
-            except StoreError as exc:  # unavailable or compacted: load again from scratch
-                log.warning("sync cache: %s; reloading in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
-
-    async def _reload(self) -> None:
-        listing = await self._store.list()
-        fresh = {key_of(*r.key): _cached(r) for r in listing.items if r.kind in self._kinds}
-        changed = {
-            k for k in set(fresh) | set(self._items) if _version(fresh.get(k)) != _version(self._items.get(k))
-        }
-        self._items = fresh
-        self.version = listing.revision
-        self._loaded.set()
-        if changed:
-            self._notify(changed)
-
-    def _notify(self, keys: set[str]) -> None:
-        for listener in list(self._listeners):
-            listener(keys)
+    def _changed(self, changes: list[Change]) -> None:
+        keys = set()
+        for (kind, name), resource in changes:
+            if kind not in self._kinds:
+                continue
+            key = key_of(kind, name)
+            if resource is None:
+                self._items.pop(key, None)
+            else:
+                self._items[key] = _cached(resource)
+            keys.add(key)
+        if keys:
+            for listener in list(self._listeners):
+                listener(keys)
 
 
 class CacheView:
@@ -126,8 +97,5 @@ class CacheView:
 
 def _cached(resource: Resource) -> Cached:
     doc = sync_document(resource)
-    return Cached(resource, Entry(content_version(doc), doc, len(json.dumps(doc))))
-
-
-def _version(cached: Cached | None) -> str | None:
-    return None if cached is None else cached.entry.version
+    text = json.dumps(doc, separators=(",", ":"))
+    return Cached(resource, Entry(content_version(doc), doc, len(text), text))

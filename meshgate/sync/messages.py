@@ -28,6 +28,7 @@ class Upsert:
     key: str
     version: str
     doc: dict[str, Any]
+    text: str | None = field(default=None, compare=False)  # doc as JSON, when already encoded
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,20 +57,28 @@ class Nack:
 Message = Hello | Update | Ack | Nack
 
 
+def _upsert_json(upsert: Upsert) -> str:
+    doc = upsert.text if upsert.text is not None else json.dumps(upsert.doc, separators=(",", ":"))
+    return f'{{"key":{json.dumps(upsert.key)},"version":"{upsert.version}","doc":{doc}}}'
+
+
+def _encode_update(update: Update) -> str:
+    """An update's JSON, splicing in documents already encoded once for every sink."""
+    upserts = ",".join(_upsert_json(u) for u in update.upserts)
+    return (
+        f'{{"type":"update","nonce":{json.dumps(update.nonce)},"version":{update.version},'
+        f'"upserts":[{upserts}],"removals":{json.dumps(list(update.removals))},'
+        f'"final":{"true" if update.final else "false"}}}'
+    )
+
+
 def encode(message: Message) -> str:
     body: dict[str, Any]
+    if isinstance(message, Update):
+        return _encode_update(message)
     match message:
         case Hello(known=known, applied_version=applied):
             body = {"type": "hello", "known": known, "appliedVersion": applied}
-        case Update():
-            body = {
-                "type": "update",
-                "nonce": message.nonce,
-                "version": message.version,
-                "upserts": [{"key": u.key, "version": u.version, "doc": u.doc} for u in message.upserts],
-                "removals": list(message.removals),
-                "final": message.final,
-            }
         case Ack(nonce=nonce, version=version):
             body = {"type": "ack", "nonce": nonce, "version": version}
         case Nack():

@@ -20,6 +20,7 @@ class Entry:
     version: str  # content version
     doc: dict[str, Any]
     size: int  # encoded size of doc, for splitting updates
+    text: str | None = None  # doc already encoded as JSON: sent as is to every sink
 
 
 class SourceView(Protocol):
@@ -185,7 +186,7 @@ def _split(nonce: str, version: int, changes: dict[str, Entry | None], budget: i
         if batch and size + entry.size > budget:
             parts.append(Update(nonce, version, tuple(batch), (), final=False))
             batch, size = [], 0
-        batch.append(Upsert(key, entry.version, entry.doc))
+        batch.append(Upsert(key, entry.version, entry.doc, entry.text))
         size += entry.size + len(key) + 48
     removals = tuple(sorted(k for k, e in changes.items() if e is None))
     parts.append(Update(nonce, version, tuple(batch), removals, final=True))
