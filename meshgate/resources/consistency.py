@@ -3,12 +3,12 @@ fields that cannot change. Checked against the state the apply would leave behin
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from meshgate.resources.kinds import REGISTRY
 from meshgate.resources.model import Resource
-from meshgate.resources.registry import Owner, Scope
+from meshgate.resources.registry import KindDescriptor, Owner, Scope
 from meshgate.resources.violations import Violation, format_path
 
 Key = tuple[str, str]
@@ -23,17 +23,51 @@ class Change:
     resource: Resource | None  # None: delete
 
 
+class _After(Mapping[Key, Resource]):
+    """The state an apply would leave behind, without copying the state."""
+
+    def __init__(self, state: Mapping[Key, Resource], changes: Sequence[Change]) -> None:
+        self._state = state
+        self._overlay = {c.key: c.resource for c in changes}
+
+    def __getitem__(self, key: Key) -> Resource:
+        found = self._overlay[key] if key in self._overlay else self._state.get(key)
+        if found is None:
+            raise KeyError(key)
+        return found
+
+    def __iter__(self) -> Iterator[Key]:
+        yield from (k for k in self._state if k not in self._overlay)
+        yield from (k for k, r in self._overlay.items() if r is not None)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+    def of_kinds(self, kinds: frozenset[str], *, and_written: bool = False) -> Iterator[Resource]:
+        """Resources of ``kinds`` (and, if asked, every resource the apply writes); the state
+        is walked once and nothing is copied."""
+        for key, resource in self._state.items():
+            if key[0] in kinds and key not in self._overlay:
+                yield resource
+        for key, changed in self._overlay.items():
+            if changed is not None and (and_written or key[0] in kinds):
+                yield changed
+
+
+def _kinds_with(has: Callable[[KindDescriptor], bool]) -> frozenset[str]:
+    return frozenset(d.kind for d in REGISTRY if has(d))
+
+
 def check(changes: Sequence[Change], state: Mapping[Key, Resource]) -> list[Violation]:
-    """Violations the changes would cause, each attributed to the document that causes it."""
-    after = dict(state)
-    for change in changes:
-        if change.resource is None:
-            after.pop(change.key, None)
-        else:
-            after[change.key] = change.resource
+    """Violations the changes would cause, each attributed to the document that causes it.
+
+    Only resources that can be affected are looked at: the ones written, and those of kinds
+    that reference other resources (a Service write does not walk ten thousand Services).
+    """
+    after = _After(state, changes)
     index_of = {c.key: c.index for c in changes}
     out: list[Violation] = []
-    for resource in after.values():
+    for resource in after.of_kinds(_kinds_with(lambda d: d.has_references), and_written=True):
         refs = _references(resource)
         broken_by = sorted({index_of[r] for r in refs if r in index_of} - {index_of.get(resource.key)})
         if resource.key not in index_of and not broken_by:
@@ -57,6 +91,8 @@ def check(changes: Sequence[Change], state: Mapping[Key, Resource]) -> list[Viol
 def cascade(deleted: Iterable[Key], state: Mapping[Key, Resource]) -> list[Key]:
     """Zone-reported resources that go with a deleted Zone."""
     zones = {name for kind, name in deleted if kind == "Zone"}
+    if not zones:
+        return []
     out = []
     for key, resource in state.items():
         descriptor = REGISTRY[resource.kind]
@@ -104,9 +140,9 @@ def _immutable(changes: Sequence[Change], state: Mapping[Key, Resource]) -> Iter
                 )
 
 
-def _collisions(changes: Sequence[Change], after: Mapping[Key, Resource]) -> Iterable[Violation]:
+def _collisions(changes: Sequence[Change], after: _After) -> Iterable[Violation]:
     owners: dict[object, list[Key]] = {}
-    for resource in after.values():
+    for resource in after.of_kinds(_kinds_with(lambda d: d.has_unique_keys)):
         for unique in REGISTRY[resource.kind].unique_keys(resource.spec):
             owners.setdefault((resource.kind, unique.key), []).append(resource.key)
     for change in changes:

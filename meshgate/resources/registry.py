@@ -72,6 +72,10 @@ def _no_references(_spec: Any) -> Iterable[Reference]:
     return ()
 
 
+def _no_unique_keys(_spec: Any) -> Iterable[UniqueKey]:
+    return ()
+
+
 @dataclass(frozen=True)
 class KindDescriptor:
     kind: str
@@ -90,7 +94,7 @@ class KindDescriptor:
     checks: Callable[[Resource], Iterable[PathMessage]] = lambda _resource: ()
     # Rules against the resources it references (whose existence is already checked).
     relations: Callable[[Resource, Lookup], Iterable[PathMessage]] = lambda _r, _lookup: ()
-    unique_keys: Callable[[Any], Iterable[UniqueKey]] = lambda _spec: ()
+    unique_keys: Callable[[Any], Iterable[UniqueKey]] = _no_unique_keys
     # For GLOBAL_TO_ZONE kinds: the zones that receive a resource (None: every zone).
     target_zones: Callable[[Any], frozenset[str] | None] = lambda _spec: None
     columns: tuple[Column, ...] = ()
@@ -100,6 +104,14 @@ class KindDescriptor:
     def __post_init__(self) -> None:
         adapter: TypeAdapter[str] = TypeAdapter(DnsLabel if self.dns_label_name else Name)
         object.__setattr__(self, "_name_adapter", adapter)
+
+    @property
+    def has_references(self) -> bool:
+        return self.references is not _no_references
+
+    @property
+    def has_unique_keys(self) -> bool:
+        return self.unique_keys is not _no_unique_keys
 
     @property
     def exposed(self) -> bool:
