@@ -189,6 +189,7 @@ class GlobalLink:
 
     def _applied(self, version: int) -> None:
         self.state.applied_version = version
+        self._metrics.applied_version.set(version)
         self._on_change()
 
     async def _source(self, ws: aiohttp.ClientWebSocketResponse) -> None:

@@ -3,7 +3,9 @@ zones restarted while it is away, and an update from a newer global CP that zone
 
 from __future__ import annotations
 
+import json
 import sys
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import pytest
 
 from tests.support.etcd import EtcdServer
 from tests.support.factories import doc
-from tests.support.processes import Admin, GlobalCPProcess, ZoneCPProcess, cli, wait_for
+from tests.support.processes import Admin, GlobalCPProcess, ZoneCPProcess, cli, http_json, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -38,6 +40,16 @@ def test_zones_serve_through_a_global_outage_and_resync_after(
     try:
         for zone in (a, b):
             wait_for(lambda z=zone: "before" in z.names("services"), 5, f"{zone.zone} synced")
+        # An instance in zone b, learned by zone a as a cross-zone endpoint (fresh while connected).
+        body = doc("Dataplane", "b.web-1", {"zone": "b", "role": "local", "address": "10.0.0.9", "port": 10001,
+                   "workloads": [{"service": "before", "address": "127.0.0.1", "port": 8080, "health": "healthy"}]})  # fmt: skip
+        request = urllib.request.Request(
+            f"{b.url}/api/v1/dataplanes", data=json.dumps(body).encode(), method="POST",
+            headers={"Authorization": f"Bearer {admin.token('proxy', 'b')}"},
+        )  # fmt: skip
+        assert http_json(request)[0] == 201
+        fresh = wait_for(lambda: a.get_or_none("/api/v1/crosszoneendpoints/before"), 10, "the endpoint at a")
+        assert fresh["status"]["sync"] == {"stale": False}
         admin.apply(service("just-before"))
         for zone in (a, b):
             wait_for(
@@ -49,11 +61,18 @@ def test_zones_serve_through_a_global_outage_and_resync_after(
         for zone in (a, b):
             wait_for(lambda z=zone: not z.sync()["globalToZone"]["connected"], 15, "the outage noticed")
             assert synced_state(zone) == expected  # still serving the last good state
+        stale = a.get("/api/v1/crosszoneendpoints/before")
+        assert stale["spec"]["zones"] == fresh["spec"]["zones"]  # still there, but marked
+        assert stale["status"]["sync"]["stale"] is True
+        assert stale["status"]["sync"]["ageSeconds"] >= 0
         a.stop()
         a.token = None  # no token needed any more: it comes back from its data dir alone
         a.start()
         assert synced_state(a) == expected
         assert a.sync()["globalToZone"]["connected"] is False
+        after_restart = a.get("/api/v1/crosszoneendpoints/before")["status"]["sync"]
+        assert after_restart["stale"] is True  # learned before the outage: it says so, with its age
+        assert after_restart["learnedAt"]
 
         cp.start()  # same ports, same etcd
         for zone in (a, b):

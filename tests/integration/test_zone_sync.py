@@ -241,6 +241,12 @@ def test_a_zone_certificate_cannot_speak_for_another_zone(mesh: Mesh) -> None:
     status = connect_as(mesh.root / "eu", "eu", claim_zone="us", url=mesh.cp.zone_url)
     assert status == 403
     assert mesh.admin.metric("meshgate_zone_refusals_total", reason="bad-certificate") >= 1
+    # Another installation's zone certificate (another root, another trust domain): the TLS
+    # handshake itself refuses it.
+    from tests.support.zone_client import connect_from_elsewhere
+
+    refused = connect_from_elsewhere(mesh.cp.zone_url, "eu")
+    assert refused.startswith(("TLS:", "HTTP 40")), refused
     # Its own name, from its own intermediate: accepted (the check is not simply "refuse all").
     assert connect_as(mesh.root / "eu", "eu", claim_zone="eu", url=mesh.cp.zone_url) == 101
 

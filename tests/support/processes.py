@@ -204,6 +204,10 @@ class ZoneCPProcess:
         with urllib.request.urlopen(self.url + path, timeout=5) as response:
             return json.loads(response.read())
 
+    def get_or_none(self, path: str) -> Any:
+        status, body = http_json(urllib.request.Request(self.url + path), timeout=5)
+        return body if status == 200 else None
+
     def names(self, plural: str) -> set[str]:
         return {item["metadata"]["name"] for item in self.get(f"/api/v1/{plural}")["items"]}
 
