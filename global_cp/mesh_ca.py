@@ -12,6 +12,7 @@ import logging
 from datetime import timedelta
 
 from meshgate.clock import Clock
+from meshgate.lifecycle import OwnedTask
 from meshgate.pki.ca import CertificateAuthority, create_root_ca
 from meshgate.pki.kek import Kek
 from meshgate.pki.keys import (
@@ -69,17 +70,13 @@ class MeshCAReconciler:
 
     def __init__(self, store: Store, kek: Kek, clock: Clock, *, root_ttl: timedelta) -> None:
         self._store, self._kek, self._clock, self._root_ttl = store, kek, clock, root_ttl
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("mesh-ca-reconciler")
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="mesh-ca-reconciler")
+        self._task.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     async def _run(self) -> None:
         backoff = 0.2

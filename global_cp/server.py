@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import ssl
 from typing import Protocol, cast
@@ -29,6 +28,7 @@ from global_cp.zones.tls import ZoneFacingTLS
 from global_cp.zones.trust import load_trust
 from meshgate.clock import Clock, SystemClock
 from meshgate.files import write_secret_file
+from meshgate.lifecycle import until_signal
 from meshgate.pki.kek import Kek
 from meshgate.store.errors import Unavailable
 from meshgate.store.interface import Store
@@ -83,6 +83,7 @@ class GlobalCP:
         self.mirror = StoreMirror(store)
         self._state = state = AppState(
             store=store,
+            mirror=self.mirror,
             service=ResourceService(store, self.mirror),
             metrics=Metrics(),
             admin_hashes=set(),
@@ -186,13 +187,9 @@ class GlobalCP:
 
 async def run(config: GlobalCPConfig) -> None:
     """Serve until SIGTERM or SIGINT, then stop cleanly."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     cp = GlobalCP(config)
     await cp.start()
     try:
-        await stop.wait()
+        await until_signal()
     finally:
         await cp.stop()

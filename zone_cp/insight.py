@@ -4,12 +4,12 @@ what it applied, what it last rejected, how many proxies it has."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import timedelta
 
 from meshgate import __version__
 from meshgate.clock import Clock, rfc3339
+from meshgate.lifecycle import OwnedTask
 from meshgate.resources.kinds.zone_insight import Nack, ZoneInsightSpec
 from meshgate.resources.model import Resource
 from meshgate.store.errors import StoreError
@@ -26,7 +26,7 @@ class InsightWriter:
         self._store, self._zone, self._state, self._clock = store, zone, state, clock
         self._interval = interval
         self._kick = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("zone-insight")
         self._written: ZoneInsightSpec | None = None
 
     def kick(self) -> None:
@@ -34,13 +34,10 @@ class InsightWriter:
 
     async def start(self) -> None:
         self._kick.set()
-        self._task = asyncio.create_task(self._run(), name="zone-insight")
+        self._task.start(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     async def _run(self) -> None:
         while True:

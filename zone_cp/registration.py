@@ -11,12 +11,11 @@ import hashlib
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from meshgate.clock import Clock, rfc3339
 from meshgate.pki import join_tokens
 from meshgate.resources.kinds.dataplane import DataplaneSpec
-from meshgate.resources.kinds.system import SigningKeySpec, UsedTokenSpec
+from meshgate.resources.kinds.system import UsedTokenSpec, verification_keys
 from meshgate.resources.model import Resource
 from meshgate.store.errors import AlreadyExists, NotFound
 from meshgate.store.interface import Store
@@ -39,13 +38,7 @@ class RegistrationRefused(Exception):
 
 
 async def token_keys(store: Store) -> dict[str, Ed25519PublicKey]:
-    keys = {}
-    for resource in (await store.list("SigningKey")).items:
-        spec = resource.spec_as(SigningKeySpec)
-        public = load_pem_public_key(spec.public_key.encode())
-        if isinstance(public, Ed25519PublicKey):
-            keys[spec.key_id] = public
-    return keys
+    return verification_keys((await store.list("SigningKey")).items)
 
 
 async def authorize(store: Store, zone: str, clock: Clock, header: str, resource: Resource) -> None:

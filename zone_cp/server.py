@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 from typing import cast
 
 from aiohttp import web
@@ -14,6 +13,7 @@ from aiohttp import web
 from global_cp.config import split_host_port
 from meshgate.clock import Clock, SystemClock
 from meshgate.files import write_secret_file
+from meshgate.lifecycle import until_signal
 from meshgate.store.interface import Limits
 from meshgate.store.mirror import StoreMirror
 from meshgate.store.sqlite import SqliteStore
@@ -147,18 +147,11 @@ class ZoneCP:
 
 
 async def run(config: ZoneCPConfig) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    """Serve until SIGTERM or SIGINT (0), or until the zone CP cannot go on (1)."""
     cp = ZoneCP(config)
     await cp.start()
     try:
-        stopper = asyncio.create_task(stop.wait())
-        failed = asyncio.create_task(cp.failed.wait())
-        await asyncio.wait({stopper, failed}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-        failed.cancel()
+        await until_signal(cp.failed)
     finally:
         await cp.stop()
     if cp.failure:

@@ -74,7 +74,7 @@ async def _with_status(request: web.Request, docs: list[dict[str, Any]]) -> None
     if not docs or docs[0]["kind"] != "Zone":
         return
     state = state_of(request)
-    statuses = await zone_statuses(state.store, state.clock.now())
+    statuses = zone_statuses(state.mirror, state.clock.now())
     for doc in docs:
         doc["status"] = statuses.get(doc["metadata"]["name"], {})
 

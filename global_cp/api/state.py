@@ -11,11 +11,13 @@ from global_cp.service import ResourceService
 from global_cp.tokens import TokenIssuer
 from meshgate.clock import Clock, SystemClock
 from meshgate.store.interface import Store
+from meshgate.store.mirror import StoreMirror
 
 
 @dataclass
 class AppState:
     store: Store
+    mirror: StoreMirror
     service: ResourceService
     metrics: Metrics
     admin_hashes: set[str]

@@ -11,15 +11,15 @@ from meshgate.resources.kinds.dataplane import DataplaneSpec
 from meshgate.resources.kinds.system import ZoneSessionSpec
 from meshgate.resources.kinds.zone_ingress import ZoneIngressSpec
 from meshgate.resources.kinds.zone_insight import ZoneInsightSpec
-from meshgate.store.interface import Store
+from meshgate.store.mirror import StoreMirror
 
 
 def _seconds_since(stamp: str, now: datetime) -> int:
     return max(0, int((now - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()))
 
 
-async def zone_statuses(store: Store, now: datetime) -> dict[str, dict[str, Any]]:
-    everything = (await store.list()).items
+def zone_statuses(mirror: StoreMirror, now: datetime) -> dict[str, dict[str, Any]]:
+    everything = list(mirror.resources.values())
     out: dict[str, dict[str, Any]] = {}
     dataplanes: Counter[str] = Counter()
     instances: Counter[str] = Counter()

@@ -8,11 +8,11 @@ zone receives. Recomputed (debounced) whenever a Dataplane, ZoneIngress or Zone 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Callable
 
+from meshgate.lifecycle import OwnedTask
 from meshgate.resources.kinds.cross_zone import CrossZoneEndpointsSpec, Ingress, ZoneEndpoints
 from meshgate.resources.kinds.dataplane import DataplaneSpec
 from meshgate.resources.kinds.zone import ZoneSpec
@@ -60,21 +60,18 @@ class CrossZoneReconciler:
     def __init__(self, store: Store, mirror: StoreMirror, debounce: float = 0.05) -> None:
         self._store, self._mirror, self._debounce = store, mirror, debounce
         self._dirty = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("cross-zone-endpoints")
         self._unsubscribe: Callable[[], None] | None = None
 
     async def start(self) -> None:
         self._unsubscribe = self._mirror.subscribe(self._changed)
         self._dirty.set()
-        self._task = asyncio.create_task(self._run(), name="cross-zone-endpoints")
+        self._task.start(self._run())
 
     async def stop(self) -> None:
         if self._unsubscribe is not None:
             self._unsubscribe()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     def _changed(self, changes: list[Change]) -> None:
         if any(kind in INPUTS for (kind, _name), _resource in changes):

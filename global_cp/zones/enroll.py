@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from aiohttp import web
 
+from global_cp.zones.identity import require_enabled_zone
 from global_cp.zones.refusals import ZoneRefused
 from global_cp.zones.trust import Trust, token_keys
 from meshgate.clock import Clock, rfc3339
@@ -20,9 +21,8 @@ from meshgate.pki.ca import issue_intermediate
 from meshgate.pki.keys import certificate_to_pem, csr_from_pem, fingerprint
 from meshgate.resources.fields import parse_duration
 from meshgate.resources.kinds.system import UsedTokenSpec, ZoneEnrollmentSpec
-from meshgate.resources.kinds.zone import ZoneSpec
 from meshgate.resources.model import Resource
-from meshgate.store.errors import AlreadyExists, NotFound
+from meshgate.store.errors import AlreadyExists
 from meshgate.store.interface import Store
 
 
@@ -48,14 +48,7 @@ async def enroll_zone(store: Store, trust: Trust, clock: Clock, body: object) ->
     except join_tokens.TokenError as exc:
         raise ZoneRefused(401, f"token-{exc.reason}", f"join token refused: {exc}") from None
     zone = claims.zone
-    try:
-        spec = (await store.get("Zone", zone)).spec_as(ZoneSpec)
-    except NotFound:
-        raise ZoneRefused(
-            403, "unknown-zone", f"zone {zone!r} is not defined at the global CP", zone
-        ) from None
-    if not spec.enabled:
-        raise ZoneRefused(403, "disabled-zone", f"zone {zone!r} is disabled", zone)
+    await require_enabled_zone(store, zone)
     try:
         csr = csr_from_pem(body["csr"].encode())
     except ValueError as exc:

@@ -47,6 +47,12 @@ async def authenticate_zone(request: web.Request, store: Store, trust: Trust, cl
             f"zone {zone!r} presents an intermediate CA it no longer holds (the zone enrolled again since)",
             zone,
         )
+    await require_enabled_zone(store, zone)
+    return zone
+
+
+async def require_enabled_zone(store: Store, zone: str) -> None:
+    """Zones that are not defined, or are disabled, are turned away."""
     try:
         spec = (await store.get("Zone", zone)).spec_as(ZoneSpec)
     except NotFound:
@@ -55,4 +61,3 @@ async def authenticate_zone(request: web.Request, store: Store, trust: Trust, cl
         ) from None
     if not spec.enabled:
         raise ZoneRefused(403, "disabled-zone", f"zone {zone!r} is disabled", zone)
-    return zone

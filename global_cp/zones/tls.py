@@ -5,7 +5,6 @@ can verify the server on first contact. Re-issued before it expires, without a r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
 import ssl
@@ -13,6 +12,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 
 from meshgate.clock import Clock
+from meshgate.lifecycle import OwnedTask
 from meshgate.pki.ca import CertificateAuthority
 from meshgate.pki.identities import global_cp_id
 from meshgate.pki.keys import certificate_to_pem, new_private_key, private_key_to_pem
@@ -48,7 +48,7 @@ class ZoneFacingTLS:
         self.context: ssl.SSLContext = server_context(
             chain, key, client_ca_pem=certificate_to_pem(ca.certificate), require_client_cert=False
         )
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("zone-tls-rotation")
 
     def _issue(self) -> tuple[bytes, bytes]:
         key = new_private_key()
@@ -66,13 +66,10 @@ class ZoneFacingTLS:
         return certificate_to_pem(leaf), private_key_to_pem(key)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._rotate(), name="zone-tls-rotation")
+        self._task.start(self._rotate())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._task.stop()
 
     async def _rotate(self) -> None:
         while True:

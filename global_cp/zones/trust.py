@@ -7,14 +7,13 @@ from dataclasses import dataclass
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from global_cp.bootstrap import DEFAULT_MESH
 from global_cp.mesh_ca import load_mesh_ca
 from meshgate.pki.ca import CertificateAuthority
 from meshgate.pki.kek import Kek
 from meshgate.resources.kinds.mesh import MeshSpec
-from meshgate.resources.kinds.system import SigningKeySpec
+from meshgate.resources.kinds.system import verification_keys
 from meshgate.store.interface import Store
 
 
@@ -36,10 +35,4 @@ async def load_trust(store: Store, kek: Kek, mesh: str = DEFAULT_MESH) -> Trust:
 
 
 async def token_keys(store: Store) -> dict[str, Ed25519PublicKey]:
-    keys: dict[str, Ed25519PublicKey] = {}
-    for resource in (await store.list("SigningKey")).items:
-        spec = resource.spec_as(SigningKeySpec)
-        public = load_pem_public_key(spec.public_key.encode())
-        if isinstance(public, Ed25519PublicKey):
-            keys[spec.key_id] = public
-    return keys
+    return verification_keys((await store.list("SigningKey")).items)

@@ -51,7 +51,7 @@ async def _demo(data_dir: Path, listen: str, once: bool) -> None:
         )
         for zone, zone_cp in mesh.zones.items():
             click.echo(f"  zone CP {zone}: {zone_cp.url}")
-        statuses = await zone_statuses(cp.store, cp.clock.now())
+        statuses = zone_statuses(cp.mirror, cp.clock.now())
         for kind in ("Zone", "GlobalService", "Edge", "Dataplane", "CrossZoneEndpoints"):
             docs = [api_document(r) for r in (await cp.service.list(kind)).items]
             for doc in docs:

@@ -66,7 +66,7 @@ class DemoMesh:
 
     async def _all_connected(self) -> bool:
         assert self.cp is not None
-        statuses = await zone_statuses(self.cp.store, self.cp.clock.now())
+        statuses = zone_statuses(self.cp.mirror, self.cp.clock.now())
         return all(statuses.get(z, {}).get("sync", {}).get("connected") for z in ZONES)
 
     async def register_instance(self, zone: str, service: str) -> None:

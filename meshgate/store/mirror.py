@@ -8,11 +8,11 @@ lags only costs a retry, never a wrong commit); sync caches are built on it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
 from meshgate.aio import wait_event
+from meshgate.lifecycle import OwnedTask
 from meshgate.resources.model import Resource
 from meshgate.store.errors import StoreError
 from meshgate.store.interface import EventType, Store
@@ -30,20 +30,16 @@ class StoreMirror:
         self.resources: dict[Key, Resource] = {}
         self.revision = 0
         self._listeners: set[Listener] = set()
-        self._task: asyncio.Task[None] | None = None
+        self._task = OwnedTask("store-mirror")
         self._loaded = asyncio.Event()
         self._moved = asyncio.Event()
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="store-mirror")
+        self._task.start(self._run())
         await self._loaded.wait()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await self._task.stop()
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         self._listeners.add(listener)

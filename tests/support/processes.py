@@ -42,8 +42,62 @@ def wait_for(condition, timeout: float, what: str, interval: float = 0.05):  # t
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_error})")
 
 
-class GlobalCPProcess:
-    """``meshgate global-cp run`` in its own process group, on a free port."""
+class ManagedProcess:
+    """A meshgate process in its own process group, writing its URL to a file once listening;
+    stopped by PID (SIGTERM, then SIGKILL of the group)."""
+
+    what = "process"
+
+    def __init__(self, data_dir: Path, log_name: str) -> None:
+        self.data_dir = data_dir
+        self.address_file = data_dir / "address"
+        self.log = data_dir / log_name
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+
+    def launch(self, args: Sequence[str], timeout: float) -> str:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.address_file.unlink(missing_ok=True)
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
+        self.url = wait_for(self._address, timeout, f"{self.what} address ({self.log})")
+        return self.url
+
+    def _address(self) -> str | None:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.what} exited with {self.proc.returncode}: {self.tail()}")
+        return self.address_file.read_text().strip() if self.address_file.exists() else None
+
+    def stop(self, timeout: float = 10) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.what} ignored SIGTERM for {timeout}s") from None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def tail(self, lines: int = 30) -> str:
+        if not self.log.exists():
+            return "(no log)"
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+class GlobalCPProcess(ManagedProcess):
+    """``meshgate global-cp run`` on free ports (the same ports again on restart)."""
+
+    what = "global CP"
 
     def __init__(
         self,
@@ -53,22 +107,16 @@ class GlobalCPProcess:
         extra: Sequence[str] = (),
         command: Sequence[str] = MESHGATE,
     ) -> None:
+        super().__init__(data_dir, "global-cp.log")
         self.command = list(command)
-        self.data_dir = data_dir
         self.store = store
         self.extra = list(extra)
-        self.address_file = data_dir / "address"
         self.zone_address_file = data_dir / "zone-address"
         self.zone_url = ""
         self.zone_port = 0
-        self.log = data_dir / "global-cp.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
         self.port = 0
 
     def start(self, timeout: float = 30) -> GlobalCPProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.address_file.unlink(missing_ok=True)
         self.zone_address_file.unlink(missing_ok=True)
         # Port 0 on first start; the same ports on restart, so zone CPs find it again.
         args = [
@@ -79,10 +127,7 @@ class GlobalCPProcess:
         ]  # fmt: skip
         if self.store:
             args += ["--store", self.store]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
-        self.url = wait_for(self._address, timeout, f"global CP address ({self.log})")
-        self.port = int(self.url.rsplit(":", 1)[1])
+        self.port = int(self.launch(args, timeout).rsplit(":", 1)[1])
         wait_for(self.ready, timeout, f"global CP ready ({self.tail()})")
         self.zone_url = wait_for(self._zone_address, timeout, "zone-facing address")
         self.zone_port = int(self.zone_url.rsplit(":", 1)[1])
@@ -91,12 +136,6 @@ class GlobalCPProcess:
     def _zone_address(self) -> str | None:
         f = self.zone_address_file
         return f.read_text().strip() if f.exists() else None
-
-    def _address(self) -> str | None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"global CP exited with {self.proc.returncode}: {self.tail()}")
-        return self.address_file.read_text().strip() if self.address_file.exists() else None
 
     def ready(self) -> bool:
         try:
@@ -111,26 +150,6 @@ class GlobalCPProcess:
 
     def token(self) -> str:
         return self.token_file.read_text().strip()
-
-    def stop(self, timeout: float = 10) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise AssertionError(f"global CP ignored SIGTERM for {timeout}s") from None
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def tail(self, lines: int = 30) -> str:
-        if not self.log.exists():
-            return "(no log)"
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
     def cli_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MESHGATE_")}
@@ -158,41 +177,30 @@ def cli_json(args: Sequence[str], env: dict[str, str]) -> object:
     return json.loads(done.stdout)
 
 
-class ZoneCPProcess:
-    """``meshgate zone-cp run`` in its own process group."""
+class ZoneCPProcess(ManagedProcess):
+    """``meshgate zone-cp run`` on a free port."""
+
+    what = "zone CP"
 
     def __init__(self, data_dir: Path, zone: str, global_url: str, token: str | None = None) -> None:
-        self.data_dir = data_dir
+        super().__init__(data_dir, "zone-cp.log")
         self.zone = zone
         self.global_url = global_url
         self.token = token
-        self.address_file = data_dir / "address"
-        self.log = data_dir / "zone-cp.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.url = ""
 
     def start(self, timeout: float = 30, *, wait_joined: bool = True) -> ZoneCPProcess:
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.address_file.unlink(missing_ok=True)
         args = [*MESHGATE, "zone-cp", "run", "--zone", self.zone, "--global", self.global_url,
                 "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
                 "--address-file", str(self.address_file)]  # fmt: skip
         if self.token is not None:
             token_file = self.data_dir / "token"
+            self.data_dir.mkdir(parents=True, exist_ok=True)
             token_file.write_text(self.token)
             args += ["--token-file", str(token_file)]
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=log, start_new_session=True)
-        self.url = wait_for(self._address, timeout, f"zone CP address ({self.log})")
+        self.launch(args, timeout)
         if wait_joined:
             wait_for(self.ready, timeout, f"zone CP {self.zone} joined ({self.tail()})")
         return self
-
-    def _address(self) -> str | None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"zone CP exited with {self.proc.returncode}: {self.tail()}")
-        return self.address_file.read_text().strip() if self.address_file.exists() else None
 
     def ready(self) -> bool:
         try:
@@ -214,26 +222,6 @@ class ZoneCPProcess:
     def sync(self) -> dict[str, Any]:
         result: dict[str, Any] = self.get("/api/v1/sync")
         return result
-
-    def wait_exit(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self, timeout: float = 10) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-
-    def tail(self, lines: int = 30) -> str:
-        if not self.log.exists():
-            return "(no log)"
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
 class Admin:

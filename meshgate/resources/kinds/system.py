@@ -6,11 +6,14 @@ and declared private, so they never leave the global CP; public halves sync to z
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import Field
 
-from meshgate.resources.model import Spec
+from meshgate.resources.model import Resource, Spec
 from meshgate.resources.registry import KindDescriptor, Owner, Scope, SyncDirection
 
 Pem = str
@@ -34,6 +37,21 @@ class SigningKeySpec(Spec):
     key_id: str
     encrypted_private_key: str = ""  # private: zones receive the document without it
     kek_id: str = ""
+
+    def verification_key(self) -> Ed25519PublicKey | None:
+        key = load_pem_public_key(self.public_key.encode())
+        return key if isinstance(key, Ed25519PublicKey) else None
+
+
+def verification_keys(resources: Iterable[Resource]) -> dict[str, Ed25519PublicKey]:
+    """Join-token verification keys by key id, from ``SigningKey`` resources."""
+    keys = {}
+    for resource in resources:
+        spec = resource.spec_as(SigningKeySpec)
+        key = spec.verification_key()
+        if key is not None:
+            keys[spec.key_id] = key
+    return keys
 
 
 class AdminCredentialSpec(Spec):
