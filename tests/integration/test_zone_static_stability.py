@@ -57,10 +57,20 @@ def test_zones_serve_through_a_global_outage_and_resync_after(
             )
         expected = synced_state(a)
 
+        late_token = admin.token("proxy", "b", reusable=True)  # made before the outage
         cp.kill()  # SIGKILL
         for zone in (a, b):
             wait_for(lambda z=zone: not z.sync()["globalToZone"]["connected"], 15, "the outage noticed")
             assert synced_state(zone) == expected  # still serving the last good state
+        # Proxies still register: zone b verifies their tokens offline, with the synced key.
+        late = doc(
+            "Dataplane", "b.web-2", {"zone": "b", "role": "local", "address": "10.0.0.10", "port": 10001}
+        )
+        request = urllib.request.Request(
+            f"{b.url}/api/v1/dataplanes", data=json.dumps(late).encode(), method="POST",
+            headers={"Authorization": f"Bearer {late_token}"},
+        )  # fmt: skip
+        assert http_json(request)[0] == 201
         stale = a.get("/api/v1/crosszoneendpoints/before")
         assert stale["spec"]["zones"] == fresh["spec"]["zones"]  # still there, but marked
         assert stale["status"]["sync"]["stale"] is True
@@ -84,6 +94,10 @@ def test_zones_serve_through_a_global_outage_and_resync_after(
             assert state["services"] == {"before", "just-before", "after"}  # nothing lost or doubled
             assert state["services"] == admin.names("services")
             assert state["zones"] == admin.names("zones")
+        # What zone b registered during the outage reached the global CP once it came back.
+        wait_for(
+            lambda: "b.web-2" in admin.names("dataplanes"), 10, "the outage's registration at the global CP"
+        )
     finally:
         for process in (a, b):
             process.kill()
