@@ -20,8 +20,9 @@ from meshgate.resources.violations import ValidationFailed
 from meshgate.store.errors import NotFound, StoreError
 from meshgate.store.interface import Delete, Op, Put, Store
 from meshgate.store.mirror import StoreMirror
+from meshgate.sync.resource_versions import resource_version
 from meshgate.sync.sink import Change, Rejected
-from meshgate.sync.versions import key_of, resource_version, split_key
+from meshgate.sync.versions import key_of, split_key
 
 CHECKPOINT = ("SyncCheckpoint", "global-to-zone")
 

@@ -1,13 +1,12 @@
-"""Content versions: the same resource has the same version wherever it is stored."""
+"""Content versions: the same resource has the same version wherever it is stored.
+
+Pure functions (no resource model): proxies use them without the validation stack."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from typing import Any
-
-from meshgate.resources.model import Resource
-from meshgate.resources.views import sync_document
 
 
 def key_of(kind: str, name: str) -> str:
@@ -32,9 +31,3 @@ def content_version(doc: dict[str, Any]) -> str:
     }
     encoded = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(encoded).hexdigest()[:24]
-
-
-def resource_version(resource: Resource) -> str:
-    """The version of what a sink receives of ``resource``: private fields never count, so a
-    zone holding the document without them computes the same version as the global CP."""
-    return content_version(sync_document(resource))

@@ -249,7 +249,7 @@ def test_private_fields_do_not_change_a_resources_version() -> None:
     """A zone holds the CA document without its key (the field at its default): same version."""
     from meshgate.resources.kinds.system import MeshCASpec
     from meshgate.resources.model import Resource
-    from meshgate.sync.versions import resource_version
+    from meshgate.sync.resource_versions import resource_version
 
     spec = {"certificate": "PEM", "fingerprint": "sha256:" + "0" * 64}
     at_global = Resource("MeshCA", "default", MeshCASpec(**spec, encrypted_key="secret", kek_id="k1"))
