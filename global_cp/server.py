@@ -24,12 +24,13 @@ from global_cp.tokens import TokenIssuer
 from global_cp.zones.endpoints import CrossZoneReconciler
 from global_cp.zones.hub import SyncHub
 from global_cp.zones.listener import ZoneSide, build_zone_app
-from global_cp.zones.tls import ZoneFacingTLS
 from global_cp.zones.trust import load_trust
 from meshgate.clock import Clock, SystemClock
 from meshgate.files import write_secret_file
 from meshgate.lifecycle import until_signal
+from meshgate.pki.identities import global_cp_id
 from meshgate.pki.kek import Kek
+from meshgate.pki.serving import ServingIdentity
 from meshgate.store.errors import Unavailable
 from meshgate.store.interface import Store
 from meshgate.store.mirror import StoreMirror
@@ -124,7 +125,10 @@ class GlobalCP:
         state.admin_hashes.update(done.admin_hashes)
         state.issuer = TokenIssuer(store, done.token_key, done.token_key_id, self.clock)
         host, port = config.zone_host_port()
-        zone_tls = ZoneFacingTLS(trust.ca, self.clock, [host, "localhost", "127.0.0.1", *config.zone_names])
+        zone_tls = ServingIdentity(
+            trust.ca, global_cp_id(trust.trust_domain), self.clock.now,
+            [host, "localhost", "127.0.0.1", *config.zone_names],
+        )  # fmt: skip
         replica = config.replica or f"{socket.gethostname()}:{os.getpid()}"
         self.hub = SyncHub(store, self.mirror, self.clock, state.metrics, replica)
         for component in (

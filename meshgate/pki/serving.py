@@ -1,6 +1,5 @@
-"""The zone-facing listener's certificate: issued by the default mesh's root CA for the
-global CP's own identity, so a zone that knows only the CA fingerprint (from its join token)
-can verify the server on first contact. Re-issued before it expires, without a restart."""
+"""A TLS server identity issued by one of our CAs for a control plane's own listener, renewed
+in place (new handshakes get the new certificate; the context object stays the same)."""
 
 from __future__ import annotations
 
@@ -8,15 +7,14 @@ import asyncio
 import ipaddress
 import logging
 import ssl
-from collections.abc import Sequence
-from datetime import timedelta
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 
-from meshgate.clock import Clock
 from meshgate.lifecycle import OwnedTask
 from meshgate.pki.ca import CertificateAuthority
-from meshgate.pki.identities import global_cp_id
 from meshgate.pki.keys import certificate_to_pem, new_private_key, private_key_to_pem
 from meshgate.pki.leaf import issue_leaf
+from meshgate.pki.spiffe import SpiffeId
 from meshgate.pki.tls import load_identity, server_context
 
 log = logging.getLogger(__name__)
@@ -32,38 +30,33 @@ def split_sans(names: Sequence[str]) -> tuple[list[str], list[str]]:
     return dns, ips
 
 
-class ZoneFacingTLS:
+class ServingIdentity:
     def __init__(
         self,
         ca: CertificateAuthority,
-        clock: Clock,
-        names: Sequence[str],
+        spiffe_id: SpiffeId,
+        now: Callable[[], datetime],
+        names: Sequence[str] = (),
         ttl: timedelta = timedelta(days=30),
+        *,
+        client_ca_pem: bytes | None = None,
     ) -> None:
-        self.ca = ca
-        self._clock = clock
+        self.ca, self._id, self._now, self._ttl = ca, spiffe_id, now, ttl
         self._dns, self._ips = split_sans(names)
-        self._ttl = ttl
         chain, key = self._issue()
+        root = certificate_to_pem(ca.root)
         self.context: ssl.SSLContext = server_context(
-            chain, key, client_ca_pem=certificate_to_pem(ca.certificate), require_client_cert=False
+            chain, key, client_ca_pem=client_ca_pem or root, require_client_cert=False
         )
-        self._task = OwnedTask("zone-tls-rotation")
+        self._task = OwnedTask(f"renew-{spiffe_id}")
 
     def _issue(self) -> tuple[bytes, bytes]:
         key = new_private_key()
         leaf = issue_leaf(
-            self.ca,
-            key.public_key(),
-            spiffe_id=global_cp_id(self.ca.trust_domain),
-            now=self._clock.now(),
-            ttl=self._ttl,
-            dns_names=self._dns,
-            ip_addresses=self._ips,
-            server=True,
-            client=False,
-        )
-        return certificate_to_pem(leaf), private_key_to_pem(key)
+            self.ca, key.public_key(), spiffe_id=self._id, now=self._now(), ttl=self._ttl,
+            dns_names=self._dns, ip_addresses=self._ips, server=True, client=False,
+        )  # fmt: skip
+        return self.ca.presented_chain_pem(leaf), private_key_to_pem(key)
 
     async def start(self) -> None:
         self._task.start(self._rotate())
@@ -75,4 +68,4 @@ class ZoneFacingTLS:
         while True:
             await asyncio.sleep(self._ttl.total_seconds() / 3)
             load_identity(self.context, *self._issue())
-            log.info("zone-facing certificate renewed")
+            log.info("serving certificate renewed", extra={"identity": str(self._id)})
