@@ -7,6 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 DEFAULT_LISTEN = "127.0.0.1:5681"
+DEFAULT_PROXY_LISTEN = "127.0.0.1:5682"
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,8 @@ class ZoneCPConfig:
     token_file: Path | None = None  # needed for the first start only (enrollment)
     listen: str = DEFAULT_LISTEN
     address_file: Path | None = None
+    proxy_listen: str = DEFAULT_PROXY_LISTEN  # enrollment, renewal, registration, config (TLS)
+    proxy_address_file: Path | None = None
     cert_ttl: timedelta = timedelta(hours=24)  # of the zone CP's own client certificate
     reconnect_initial: float = 0.5
     reconnect_max: float = 30.0

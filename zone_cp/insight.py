@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
 from meshgate import __version__
@@ -21,10 +22,12 @@ log = logging.getLogger(__name__)
 
 class InsightWriter:
     def __init__(
-        self, store: Store, zone: str, state: LinkState, clock: Clock, interval: float = 2.0
-    ) -> None:
+        self, store: Store, zone: str, state: LinkState, clock: Clock, interval: float = 2.0,
+        proxies: Callable[[], int] = lambda: 0,
+    ) -> None:  # fmt: skip
         self._store, self._zone, self._state, self._clock = store, zone, state, clock
         self._interval = interval
+        self.proxies = proxies  # how many proxies are connected right now
         self._kick = asyncio.Event()
         self._task = OwnedTask("zone-insight")
         self._written: ZoneInsightSpec | None = None
@@ -52,7 +55,7 @@ class InsightWriter:
             await asyncio.sleep(self._interval)
 
     async def _write(self) -> None:
-        proxies = len((await self._store.list("Dataplane")).items)
+        proxies = self.proxies()
         nack = None
         if self._state.last_nack and self._state.last_nack_at is not None:
             at = self._clock.now() - timedelta(seconds=self._clock.monotonic() - self._state.last_nack_at)

@@ -23,6 +23,15 @@ class ZoneMetrics:
         self.applied_version = Gauge(
             "meshgate_sync_applied_version", "Last global version applied.", registry=self.registry
         )
+        self.proxies = Gauge(
+            "meshgate_proxies_connected", "Proxies with an open configuration stream.", registry=self.registry
+        )
+        self.certificates = Counter(
+            "meshgate_proxy_certificates",
+            "Proxy certificates issued, by kind (enroll, renew) and result.",
+            ["kind", "result"],
+            registry=self.registry,
+        )
         self.registrations = Counter(
             "meshgate_dataplane_registrations",
             "Proxy registrations by result.",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from typing import cast
 
 from aiohttp import web
@@ -14,6 +15,8 @@ from global_cp.config import split_host_port
 from meshgate.clock import Clock, SystemClock
 from meshgate.files import write_secret_file
 from meshgate.lifecycle import until_signal
+from meshgate.pki.identities import zone_cp_id
+from meshgate.pki.serving import ServingIdentity
 from meshgate.store.interface import Limits
 from meshgate.store.mirror import StoreMirror
 from meshgate.store.sqlite import SqliteStore
@@ -25,6 +28,8 @@ from zone_cp.identity import ZoneIdentity
 from zone_cp.insight import InsightWriter
 from zone_cp.link import GlobalLink, LinkState
 from zone_cp.metrics import ZoneMetrics
+from zone_cp.proxies.hub import ProxyHub
+from zone_cp.proxies.server import ProxyServer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,10 @@ class ZoneCP:
         self._runner: web.AppRunner | None = None
         self._join_task: asyncio.Task[None] | None = None
         self._insight: InsightWriter | None = None
+        self._proxies: ProxyHub | None = None
+        self._proxy_server: asyncio.Server | None = None
+        self._serving: ServingIdentity | None = None
+        self.proxy_url = ""
         self._api: ZoneApi | None = None
 
     async def start(self) -> None:
@@ -95,9 +104,34 @@ class ZoneCP:
         )
         self._api.on_registered = self._insight.kick
         await self.link.start()
+        self._proxies = ProxyHub(self.config.zone, self.mirror, self.clock, self._api.metrics)
+        await self._proxies.start()
+        self._insight.proxies = lambda: self._proxies.connected if self._proxies else 0
         await self._insight.start()
+        await self._serve_proxies(identity)
         self._api.link = self.link.state
         log.info("joined", extra={"zone": self.config.zone, "trust_domain": identity.trust_domain})
+
+    async def _serve_proxies(self, identity: ZoneIdentity) -> None:
+        assert self.store is not None
+        assert self._api is not None
+        assert self._proxies is not None
+        assert self._insight is not None
+        host, port = split_host_port(self.config.proxy_listen, "--proxy-listen")
+        self._serving = ServingIdentity(
+            identity.intermediate, zone_cp_id(identity.trust_domain, self.config.zone), self.clock.now,
+            [host], ttl=timedelta(hours=24),
+        )  # fmt: skip
+        await self._serving.start()
+        server = ProxyServer(
+            self.store, identity, self._proxies, self.clock, self._api.metrics, self._insight.kick
+        )
+        self._proxy_server = await asyncio.start_server(server.handle, host, port, ssl=self._serving.context)
+        bound = self._proxy_server.sockets[0].getsockname()
+        self.proxy_url = f"tls://{bound[0]}:{bound[1]}"
+        if self.config.proxy_address_file is not None:
+            write_secret_file(self.config.proxy_address_file, self.proxy_url)
+        log.info("serving proxies", extra={"url": self.proxy_url})
 
     async def _identity(self) -> ZoneIdentity:
         config = self.config
@@ -134,6 +168,12 @@ class ZoneCP:
             self._join_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, FatalError):
                 await self._join_task
+        if self._proxy_server is not None:
+            self._proxy_server.close()
+        if self._serving is not None:
+            await self._serving.stop()
+        if self._proxies is not None:
+            await self._proxies.stop()
         if self._insight is not None:
             await self._insight.stop()
         if self.link is not None:

@@ -39,6 +39,14 @@ def zone_cp() -> None:
 @click.option(
     "--address-file", type=click.Path(path_type=Path), help="Write the API URL here once listening."
 )
+@click.option(
+    "--proxy-listen",
+    default=None,
+    help="HOST:PORT where proxies enroll and get config (TLS) [default 127.0.0.1:5682]; 0 picks one.",
+)
+@click.option(
+    "--proxy-address-file", type=click.Path(path_type=Path), help="Write the proxy-facing address here."
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def run(
     zone: str,
@@ -47,13 +55,15 @@ def run(
     data_dir: Path,
     listen: str | None,
     address_file: Path | None,
+    proxy_listen: str | None,
+    proxy_address_file: Path | None,
     log_level: str,
 ) -> None:
     """Run the zone CP until SIGTERM or SIGINT."""
     import uvloop
 
     from meshgate.telemetry import logs
-    from zone_cp.config import DEFAULT_LISTEN, ZoneCPConfig
+    from zone_cp.config import DEFAULT_LISTEN, DEFAULT_PROXY_LISTEN, ZoneCPConfig
     from zone_cp.server import run as serve
 
     logs.configure("zone-cp", log_level)
@@ -64,6 +74,8 @@ def run(
         data_dir=data_dir,
         listen=listen or DEFAULT_LISTEN,
         address_file=address_file,
+        proxy_listen=proxy_listen or DEFAULT_PROXY_LISTEN,
+        proxy_address_file=proxy_address_file,
     )
     try:
         code = uvloop.run(serve(config))

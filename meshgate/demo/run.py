@@ -50,7 +50,7 @@ class DemoMesh:
             write_secret_file(token_file, token)
             zone_cp = ZoneCP(
                 ZoneCPConfig(zone=zone, global_url=self.cp.zone_url, data_dir=self.root / zone,
-                             token_file=token_file, listen=f"{host}:0")
+                             token_file=token_file, listen=f"{host}:0", proxy_listen=f"{host}:0")
             )  # fmt: skip
             await zone_cp.start()
             await zone_cp.wait_joined()

@@ -184,6 +184,9 @@ class ZoneCPProcess(ManagedProcess):
 
     def __init__(self, data_dir: Path, zone: str, global_url: str, token: str | None = None) -> None:
         super().__init__(data_dir, "zone-cp.log")
+        self.proxy_address_file = data_dir / "proxy-address"
+        self.proxy_url = ""
+        self.proxy_port = 0  # free on first start, the same again on restart (proxies reconnect)
         self.zone = zone
         self.global_url = global_url
         self.token = token
@@ -191,15 +194,23 @@ class ZoneCPProcess(ManagedProcess):
     def start(self, timeout: float = 30, *, wait_joined: bool = True) -> ZoneCPProcess:
         args = [*MESHGATE, "zone-cp", "run", "--zone", self.zone, "--global", self.global_url,
                 "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
-                "--address-file", str(self.address_file)]  # fmt: skip
+                "--address-file", str(self.address_file),
+                "--proxy-listen", f"127.0.0.1:{self.proxy_port}",
+                "--proxy-address-file", str(self.proxy_address_file)]  # fmt: skip
         if self.token is not None:
             token_file = self.data_dir / "token"
             self.data_dir.mkdir(parents=True, exist_ok=True)
             token_file.write_text(self.token)
             args += ["--token-file", str(token_file)]
+        self.proxy_address_file.unlink(missing_ok=True)
         self.launch(args, timeout)
         if wait_joined:
             wait_for(self.ready, timeout, f"zone CP {self.zone} joined ({self.tail()})")
+            self.proxy_url = wait_for(
+                lambda: self.proxy_address_file.exists() and self.proxy_address_file.read_text().strip(),
+                timeout, "the proxy-facing address",
+            )  # fmt: skip
+            self.proxy_port = int(self.proxy_url.rsplit(":", 1)[1])
         return self
 
     def ready(self) -> bool:
