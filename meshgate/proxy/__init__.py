@@ -1,0 +1,1 @@
+"""The proxy engine: listeners, relays, clusters (shared by every data-plane role)."""
