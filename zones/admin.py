@@ -75,9 +75,15 @@ _LISTENER = {
     "bytes_in": ("counter", "Bytes received from clients."),
     "bytes_out": ("counter", "Bytes sent to clients."),
 }
+_BY_REASON = {
+    "refused": ("listener_refused_total", "Connections refused before relaying, by reason."),
+    "close_reasons": ("listener_closed_total", "Relayed connections ended, by reason."),
+}
 _CLUSTER = {
     "connect_attempts": ("counter", "Upstream connection attempts."),
     "connect_failures": ("counter", "Upstream connection failures of every kind."),
+    "connect_timeouts": ("counter", "Upstream connection attempts that timed out."),
+    "tls_failures": ("counter", "Upstream TLS handshakes that failed."),
     "identity_failures": ("counter", "Upstreams refused for their certificate or SPIFFE ID."),
     "active": ("gauge", "Upstream connections open now."),
     "ejections": ("counter", "Passive ejections of endpoints."),
@@ -96,6 +102,14 @@ def render(stats: Stats, gauges: dict[str, float]) -> str:
             lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
             for owner, values in sorted(snapshot[f"{group}s"].items()):
                 lines.append(f'{name}{{{label}="{owner}"}} {values[field]}')
+    for field, (suffix, text) in _BY_REASON.items():
+        name = f"meshgate_proxy_{suffix}"
+        lines += [f"# HELP {name} {text}", f"# TYPE {name} counter"]
+        for owner, values in sorted(snapshot["listeners"].items()):
+            counts = values[field]
+            assert isinstance(counts, dict)
+            for reason, count in sorted(counts.items()):
+                lines.append(f'{name}{{listener="{owner}",reason="{reason}"}} {count}')
     for name, value in sorted(gauges.items()):
         lines += [f"# TYPE {name} gauge", f"{name} {value}"]
     return "\n".join(lines) + "\n"

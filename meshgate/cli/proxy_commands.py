@@ -30,6 +30,7 @@ def proxy() -> None:
     "--config",
     "config_file",
     type=click.Path(exists=True, path_type=Path),
+    required=True,
     help="What this proxy fronts: service, instances, health check, listeners (YAML or JSON).",
 )
 @click.option(
@@ -38,13 +39,17 @@ def proxy() -> None:
 @click.option(
     "--cert-ttl", default=None, type=float, help="Ask for certificates this short (seconds; for tests)."
 )
+@click.option(
+    "--drain-timeout", default=30.0, show_default=True, help="Seconds open connections get after SIGTERM."
+)
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def run(role: str, zone_cp_url: str, token_file: Path | None, data_dir: Path, config_file: Path | None,
-        workers: int, cert_ttl: float | None, log_level: str) -> None:  # fmt: skip
+        workers: int, cert_ttl: float | None, drain_timeout: float, log_level: str) -> None:  # fmt: skip
     """Run a proxy until SIGTERM (open connections get a deadline to finish)."""
     from zones.process import main as run_proxy
 
     raise SystemExit(
         run_proxy(role=role, zone_cp_url=zone_cp_url, token_file=token_file, data_dir=data_dir,
-                  config_file=config_file, workers=workers, cert_ttl=cert_ttl, log_level=log_level)
+                  config_file=config_file, workers=workers, cert_ttl=cert_ttl, log_level=log_level,
+                  drain_timeout=drain_timeout)
     )  # fmt: skip

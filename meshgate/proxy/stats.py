@@ -29,6 +29,8 @@ class ListenerStats:
     bytes_out: int = 0
     #: finished relays by close reason (counters)
     close_reasons: dict[str, int] = field(default_factory=dict)
+    #: connections refused before any byte was relayed, by reason (counters)
+    refused: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True, eq=False)
@@ -101,3 +103,7 @@ class Stats:
 
 def count_reason(stats: ListenerStats, reason: str) -> None:
     stats.close_reasons[reason] = stats.close_reasons.get(reason, 0) + 1
+
+
+def count_refusal(stats: ListenerStats, reason: str) -> None:
+    stats.refused[reason] = stats.refused.get(reason, 0) + 1

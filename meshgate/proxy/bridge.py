@@ -1,0 +1,155 @@
+"""An accepted connection held while its upstream is found, then relayed (L4 proxying).
+
+``Bridge`` is the protocol a listener gives each accepted connection when all it has to do is
+connect somewhere and move bytes: it stops reading, awaits ``prepare(transport)`` (which returns
+the downstream transport to relay, e.g. after terminating TLS on it, and a connected
+``Upstream``), and hands both transports to a ``Relay``. When ``prepare`` raises
+``UpstreamError`` the downstream is aborted (a TCP reset: the caller sees a failed connection
+and can try elsewhere); when the downstream goes away first, ``prepare`` is cancelled.
+
+``Sniffing`` first reads the start of the stream into a buffer and asks ``decide(buffer)``
+whether it has enough (e.g. a whole TLS ClientHello); the bytes it read are written upstream
+before anything else, so nothing is lost or decrypted on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final
+
+from meshgate.proxy.relay import Relay
+from meshgate.proxy.stats import ClusterStats, ListenerStats, count_refusal
+from meshgate.proxy.upstream import Upstream, UpstreamError
+
+log = logging.getLogger(__name__)
+
+#: how long a sniffing listener waits for the first bytes it needs
+DEFAULT_SNIFF_TIMEOUT: Final = 10.0
+#: what a sniffing listener reads at most before deciding
+SNIFF_LIMIT: Final = 64 * 1024
+
+
+class Refused(Exception):
+    """A connection refused before any upstream was chosen; ``reason`` labels the metric."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+Prepared = tuple[asyncio.Transport, Upstream, ClusterStats | None]
+Prepare = Callable[[asyncio.Transport, bytes], Awaitable[Prepared]]
+
+
+class Bridge(asyncio.Protocol):
+    """Holds an accepted connection until ``prepare`` gives it an upstream, then relays it."""
+
+    def __init__(self, prepare: Prepare, stats: ListenerStats, relay_options: dict[str, Any]) -> None:
+        self._prepare = prepare
+        self._stats = stats
+        self._relay_options = relay_options
+        self.transport: asyncio.Transport | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
+        self._start(b"")
+
+    def _start(self, initial: bytes) -> None:
+        assert self.transport is not None
+        self.transport.pause_reading()
+        self._task = asyncio.get_running_loop().create_task(self._bridge(self.transport, initial))
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def _bridge(self, downstream: asyncio.Transport, initial: bytes) -> None:
+        try:
+            relayed, upstream, cluster_stats = await self._prepare(downstream, initial)
+        except Refused as refused:
+            count_refusal(self._stats, refused.reason)
+            log.debug("connection refused: %s", refused)
+            downstream.abort()
+            return
+        except UpstreamError as exc:
+            count_refusal(self._stats, f"upstream_{exc.kind}")
+            log.debug("no upstream: %s", exc)
+            downstream.abort()
+            return
+        Relay(
+            relayed, upstream.transport, initial=initial, listener_stats=self._stats,
+            cluster_stats=cluster_stats, **self._relay_options,
+        )  # fmt: skip
+
+
+class Sniffing(Bridge):
+    """A ``Bridge`` that first reads until ``decide(buffer)`` returns True (or raises
+    ``Refused``), then relays with the bytes read so far sent upstream first."""
+
+    def __init__(
+        self,
+        decide: Callable[[bytes], bool],
+        prepare: Prepare,
+        stats: ListenerStats,
+        relay_options: dict[str, Any],
+        timeout: float = DEFAULT_SNIFF_TIMEOUT,
+    ) -> None:
+        super().__init__(prepare, stats, relay_options)
+        self._decide = decide
+        self._buffer = bytearray()
+        self._timeout = timeout
+        self._timer: asyncio.TimerHandle | None = None
+        self._decided = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self._timer = asyncio.get_running_loop().call_later(self._timeout, self._too_slow)
+
+    def data_received(self, data: bytes) -> None:
+        if self._decided:  # pragma: no cover - reading is paused once decided
+            return
+        self._buffer += data
+        try:
+            enough = self._decide(bytes(self._buffer))
+            if not enough and len(self._buffer) >= SNIFF_LIMIT:
+                raise Refused("too_long", f"nothing decided after {len(self._buffer)} bytes")
+        except Refused as refused:
+            self._refuse(refused)
+            return
+        if enough:
+            self._decided = True
+            self._cancel_timer()
+            self._start(bytes(self._buffer))
+
+    def eof_received(self) -> bool:
+        if not self._decided:
+            self._refuse(Refused("truncated", f"the stream ended after {len(self._buffer)} bytes"))
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def _too_slow(self) -> None:
+        self._timer = None
+        if not self._decided:
+            self._refuse(Refused("timeout", f"nothing decided within {self._timeout:g} s"))
+
+    def _refuse(self, refused: Refused) -> None:
+        self._decided = True
+        self._cancel_timer()
+        count_refusal(self._stats, refused.reason)
+        log.debug("connection refused: %s", refused)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
