@@ -1,10 +1,10 @@
 """The local proxy: an mTLS inbound listener in front of its service's instances on this host,
 and one plain outbound listener per service the host's apps call.
 
-Inbound: a connection is refused outright (TCP reset, before the TLS handshake) while no instance
-is healthy, so callers fail over to another endpoint or zone at once instead of finding out after
-a handshake. Otherwise TLS is terminated with the current certificate, the caller's certificate
-is verified (mesh roots, trust domain, exactly one SPIFFE URI SAN; every authenticated mesh
+Inbound: while no instance is healthy, every TLS handshake is refused at its first step (the SNI
+callback answers the ClientHello with a handshake_failure alert), so callers fail over to another
+endpoint or zone at once instead of finding out after a handshake. Otherwise TLS is terminated
+with the current certificate, the caller's certificate is verified (mesh roots, trust domain, exactly one SPIFFE URI SAN; every authenticated mesh
 identity is allowed until authorization policies exist), and only then is an instance connected:
 nothing that fails authentication ever reaches a workload.
 
@@ -21,12 +21,12 @@ import logging
 from typing import Final
 
 from meshgate.pki.verify import VerifiedPeer
-from meshgate.proxy.bridge import Bridge, Prepared, Refused
+from meshgate.proxy.bridge import Bridge, Prepared
 from meshgate.proxy.cluster import Cluster, Endpoint
 from meshgate.proxy.identity import TlsIdentity
 from meshgate.proxy.listener import Listener
 from meshgate.proxy.stats import Stats
-from meshgate.proxy.terminate import terminate_tls
+from meshgate.proxy.tls_listener import TlsListener
 from meshgate.proxy.upstream import DEFAULT_ATTEMPTS, connect_cluster
 from zones.config import Instance, ProxyConfig
 from zones.runtime import Runtime
@@ -45,7 +45,8 @@ class LocalProxy:
         self.stats = stats
         self.instances = Cluster("instances", balancer="least_request", stats=stats.cluster("instances"))
         self.instances.update([])  # none healthy until the first health check says so
-        self.inbound = Listener("inbound", self._inbound_protocol, stats=stats.listener("inbound"))
+        self.inbound = TlsListener("inbound", self._inbound_protocol, tls, stats=stats.listener("inbound"))
+        tls.admit = self._admit
         self.services: dict[str, ServiceUpstreams] = {}
         self.outbounds: list[Listener] = []
         for outbound in config.outbounds:
@@ -80,13 +81,14 @@ class LocalProxy:
     # -- connections -----------------------------------------------------------------------------
 
     def _inbound_protocol(self, peer: VerifiedPeer | None) -> asyncio.Protocol:
+        log.debug("inbound connection from %s", peer.spiffe_id if peer else None)
         return Bridge(self._inbound, self.inbound.stats, {})
 
-    async def _inbound(self, raw: asyncio.Transport, initial: bytes) -> Prepared:
-        if not self.instances.available():
-            raise Refused("no_healthy_instance", f"no healthy instance of {self.config.service!r}")
-        tls, peer = await terminate_tls(raw, self.tls, self.inbound.stats, HANDSHAKE_TIMEOUT)
-        log.debug("inbound connection from %s", peer.spiffe_id)
+    def _admit(self, server_name: str | None) -> bool:
+        """Whether a handshake may go on: only while an instance is healthy (see the module doc)."""
+        return bool(self.instances.available())
+
+    async def _inbound(self, tls: asyncio.Transport, initial: bytes) -> Prepared:
         attempts = min(DEFAULT_ATTEMPTS, max(len(self.instances.endpoints), 1))
         upstream = await connect_cluster(self.instances, attempts=attempts, timeout=CONNECT_TIMEOUT)
         return tls, upstream, self.instances.stats

@@ -37,6 +37,7 @@ from meshgate import __version__
 from meshgate.lifecycle import until_signal
 from meshgate.proxy.identity import TlsIdentity
 from meshgate.proxy.stats import Stats
+from meshgate.proxy.tls_listener import TlsListener
 from meshgate.sync.backoff import Backoff
 from zones import config as proxy_config
 from zones.admin import Admin
@@ -308,6 +309,9 @@ class Proxy:
         ]  # fmt: skip
 
     def _gauges(self) -> dict[str, float]:
+        for listener in self.role.listeners:
+            if isinstance(listener, TlsListener):
+                listener.count_handshake_failures()
         not_after = self.tls.certificate.not_valid_after_utc
         healthy = self.health.healthy() if self.health is not None else {}
         gauges = {

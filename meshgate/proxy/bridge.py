@@ -19,7 +19,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
-from meshgate.proxy.relay import Relay
+from meshgate.proxy.relay import Pending, Relay, hand_over
 from meshgate.proxy.stats import ClusterStats, ListenerStats, count_refusal
 from meshgate.proxy.upstream import Upstream, UpstreamError
 
@@ -44,17 +44,24 @@ Prepare = Callable[[asyncio.Transport, bytes], Awaitable[Prepared]]
 
 
 class Bridge(asyncio.Protocol):
-    """Holds an accepted connection until ``prepare`` gives it an upstream, then relays it."""
+    """Holds an accepted connection until ``prepare`` gives it an upstream, then relays it.
+
+    Bytes, an EOF or write pauses that arrive meanwhile (uvloop delivers the first bytes of an
+    accepted connection even when reading is paused at once) are kept in a ``Pending`` that the
+    relay replays.
+    """
 
     def __init__(self, prepare: Prepare, stats: ListenerStats, relay_options: dict[str, Any]) -> None:
         self._prepare = prepare
         self._stats = stats
         self._relay_options = relay_options
         self.transport: asyncio.Transport | None = None
+        self.held = Pending()
         self._task: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's are not asyncio.Transport
+        self.held.connection_made(transport)
         self._start(b"")
 
     def _start(self, initial: bytes) -> None:
@@ -62,8 +69,17 @@ class Bridge(asyncio.Protocol):
         self.transport.pause_reading()
         self._task = asyncio.get_running_loop().create_task(self._bridge(self.transport, initial))
 
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
-        pass
+    def data_received(self, data: bytes) -> None:
+        self.held.data_received(data)
+
+    def eof_received(self) -> bool:
+        return bool(self.held.eof_received())
+
+    def pause_writing(self) -> None:
+        self.held.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.held.resume_writing()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._task is not None and not self._task.done():
@@ -82,6 +98,8 @@ class Bridge(asyncio.Protocol):
             log.debug("no upstream: %s", exc)
             downstream.abort()
             return
+        if relayed is downstream:
+            hand_over(downstream, self.held)  # the relay replays what was held
         Relay(
             relayed, upstream.transport, initial=initial, listener_stats=self._stats,
             cluster_stats=cluster_stats, **self._relay_options,
@@ -109,10 +127,12 @@ class Sniffing(Bridge):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.held.connection_made(transport)
         self._timer = asyncio.get_running_loop().call_later(self._timeout, self._too_slow)
 
     def data_received(self, data: bytes) -> None:
-        if self._decided:  # pragma: no cover - reading is paused once decided
+        if self._decided:  # after the decision: for the relay
+            self.held.data_received(data)
             return
         self._buffer += data
         try:
@@ -128,8 +148,9 @@ class Sniffing(Bridge):
             self._start(bytes(self._buffer))
 
     def eof_received(self) -> bool:
-        if not self._decided:
-            self._refuse(Refused("truncated", f"the stream ended after {len(self._buffer)} bytes"))
+        if self._decided:
+            return super().eof_received()
+        self._refuse(Refused("truncated", f"the stream ended after {len(self._buffer)} bytes"))
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -144,6 +144,12 @@ class TlsIdentity:
         front = server_context(cert_chain_pem, key_pem, client_ca_pem=roots_pem, require_client_cert=True)
         front.sni_callback = self._select_context
         self._front = front
+        #: asked during each handshake on ``front_server_context`` (with the SNI): False fails
+        #: the handshake at once, before any certificate is sent (e.g. nothing healthy behind)
+        self.admit: Callable[[str | None], bool] | None = None
+        #: handshakes begun on ``front_server_context``, and those ``admit`` refused (counters)
+        self.handshakes = 0
+        self.refused_handshakes = 0
 
     def update(self, cert_chain_pem: bytes, key_pem: bytes, roots_pem: bytes) -> None:
         """Swap in new contexts for a new certificate, key and roots (all or nothing: on error
@@ -183,8 +189,15 @@ class TlsIdentity:
         """Our current SPIFFE ID (the leaf's one URI SAN)."""
         return self._current.spiffe_id
 
-    def _select_context(self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext) -> None:
+    def _select_context(
+        self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext
+    ) -> int | None:
+        self.handshakes += 1
+        if self.admit is not None and not self.admit(server_name):
+            self.refused_handshakes += 1
+            return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE  # the client sees a failed handshake
         ssl_object.context = self._current.server
+        return None
 
     # -- peers -------------------------------------------------------------------------------------
 

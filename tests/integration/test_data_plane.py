@@ -1,0 +1,234 @@
+"""The L4 data plane with real processes: a global CP, two zone CPs, local proxies and ingresses
+enrolled with join tokens, workloads that record what they receive, and real clients (raw sockets,
+``openssl s_client``). One mesh serves the whole module; tests run in file order, the ones that
+stop the zone CP last.
+
+Zone ``one`` (Frankfurt) has services a and b; zone ``two`` (New York) has b and c. The app in
+zone one talks to a's local proxy's outbound ports for b and c.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from meshgate.pki.ca import CertificateAuthority, create_root_ca
+from meshgate.pki.keys import (
+    certificate_from_pem,
+    certificate_to_pem,
+    private_key_from_pem,
+    private_key_to_pem,
+)
+from tests.support.factories import doc
+from tests.support.processes import Admin, GlobalCPProcess, ZoneCPProcess, wait_for
+from tests.support.proxies import ProxyProcess, free_port
+from tests.support.workloads import Workload, greet
+from tests.unit.pki.pki_certs import craft, leaf_for, uri
+
+pytestmark = pytest.mark.slow
+
+INTERVAL = 0.25  # health-check interval of every local proxy here
+HEALTH = {"type": "tcp", "interval": INTERVAL, "timeout": 0.25, "rise": 2, "fall": 2}
+
+
+@dataclass
+class Mesh:
+    root: Path
+    cp: GlobalCPProcess
+    admin: Admin
+    zones: dict[str, ZoneCPProcess]
+    workloads: dict[str, Workload]
+    proxies: dict[str, ProxyProcess]
+    outbound: dict[str, int]  # service -> the app's port on a's local proxy in zone one
+    tokens: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def token(self, role: str, zone: str) -> str:
+        if (role, zone) not in self.tokens:
+            self.tokens[(role, zone)] = self.admin.token(role, zone, reusable=True)
+        return self.tokens[(role, zone)]
+
+    def local_proxy(self, zone: str, name: str, service: str, workload: str, **extra: Any) -> ProxyProcess:
+        config = {
+            "name": name, "service": service,
+            "inbound": {"address": "127.0.0.1", "port": free_port()},
+            "instances": [{"address": "127.0.0.1", "port": self.workloads[workload].port}],
+            "health": HEALTH, **extra.pop("config", {}),
+        }  # fmt: skip
+        proxy = ProxyProcess(
+            self.root / name,
+            "local",
+            self.zones[zone].proxy_url,
+            config,
+            token=self.token("proxy", zone),
+            **extra,
+        )
+        self.proxies[name] = proxy
+        return proxy.start()
+
+    def ingress(self, zone: str, name: str) -> ProxyProcess:
+        config = {"name": name, "listen": {"address": "127.0.0.1", "port": free_port()}}
+        proxy = ProxyProcess(self.root / name, "ingress", self.zones[zone].proxy_url, config,
+                             token=self.token("ingress", zone))  # fmt: skip
+        self.proxies[name] = proxy
+        return proxy.start()
+
+    def zone_cp_pki(self, zone: str) -> CertificateAuthority:
+        """Zone ``zone``'s intermediate CA, from its zone CP's data dir (to forge test certificates)."""
+        pki = self.zones[zone].data_dir / "pki"
+        root = certificate_from_pem((pki / "root.pem").read_bytes())
+        return CertificateAuthority(
+            certificate_from_pem((pki / "intermediate.pem").read_bytes()),
+            private_key_from_pem((pki / "intermediate.key").read_bytes()),  # type: ignore[arg-type]
+            (root,),
+        )
+
+
+def service(name: str) -> dict[str, Any]:
+    return doc("Service", name, {"ports": [{"name": "tcp", "port": 8080, "protocol": "tcp"}]})
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    root = tmp_path_factory.mktemp("data-plane")
+    cp = GlobalCPProcess(root / "global").start()
+    admin = Admin(cp)
+    admin.apply(
+        doc("Zone", "one", {"region": "eu-central", "location": {"latitude": 50.1, "longitude": 8.7}}),
+        doc("Zone", "two", {"region": "us-east", "location": {"latitude": 40.7, "longitude": -74.0}}),
+        service("a"), service("b"), service("c"),
+    )  # fmt: skip
+    zones = {
+        z: ZoneCPProcess(root / f"zone-{z}", z, cp.zone_url, admin.token("zone", z)).start()
+        for z in ("one", "two")
+    }
+    workloads = {name: Workload(name).start() for name in ("a-one", "b-one", "b-two", "c-two")}
+    mesh = Mesh(root, cp, admin, zones, workloads, {}, {"b": free_port(), "c": free_port()})
+    try:
+        mesh.ingress("one", "ingress-one")
+        mesh.ingress("two", "ingress-two")
+        outbounds = [{"service": s, "port": p} for s, p in mesh.outbound.items()]
+        mesh.local_proxy("one", "a-1", "a", "a-one", config={"outbounds": outbounds})
+        mesh.local_proxy("one", "b-1", "b", "b-one")
+        mesh.local_proxy("two", "b-2", "b", "b-two")
+        mesh.local_proxy("two", "c-2", "c", "c-two")
+        yield mesh
+    finally:
+        for proxy in mesh.proxies.values():
+            proxy.kill()
+        for zone in zones.values():
+            zone.kill()
+        cp.kill()
+        for workload in workloads.values():
+            workload.stop()
+
+
+def answers(port: int, line: str = "hello", timeout: float = 5.0) -> str:
+    try:
+        return greet(port, line, timeout=timeout)
+    except OSError as exc:
+        return f"error: {exc!r}"
+
+
+# -- traffic within a zone, and what an inbound refuses ----------------------------------------
+
+
+def test_an_app_reaches_a_service_in_its_zone_through_the_local_proxies(mesh: Mesh) -> None:
+    port = mesh.outbound["b"]
+    assert wait_for(lambda: answers(port) == "b-one hello", 20, "b answered from zone one")
+    # Every new connection stays in zone one while its instance is healthy.
+    assert {answers(port, f"n{i}") for i in range(20)} == {f"b-one n{i}" for i in range(20)}
+    assert b"n7\n" in mesh.workloads["b-one"].received
+    assert not any(b"n7\n" in r for r in mesh.workloads["b-two"].received)
+
+
+def inbound_port(proxy: ProxyProcess) -> int:
+    return int(proxy.config["inbound"]["port"])
+
+
+def s_client(port: int, cert: Path, key: Path, ca: Path, data: bytes) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-cert", str(cert), "-key", str(key),
+         "-cert_chain", str(cert.parent / "chain.pem"),
+         "-CAfile", str(ca), "-servername", "b.one.svc.meshgate", "-quiet", "-verify_return_error"],
+        input=data, capture_output=True, timeout=20, check=False,
+    )  # fmt: skip
+
+
+def write_identity(
+    directory: Path, cert: x509.Certificate, chain: tuple[x509.Certificate, ...], key: Any
+) -> tuple[Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
+    cert_file.write_bytes(certificate_to_pem(cert))
+    (directory / "chain.pem").write_bytes(b"".join(certificate_to_pem(c) for c in chain))
+    key_file.write_bytes(private_key_to_pem(key))
+    return cert_file, key_file
+
+
+def test_an_inbound_listener_refuses_plaintext_foreign_and_ambiguous_identities(mesh: Mesh) -> None:
+    b1 = mesh.proxies["b-1"]
+    workload = mesh.workloads["b-one"]
+    port = inbound_port(b1)
+    zone = mesh.zone_cp_pki("one")
+    ca_file = mesh.root / "mesh-root.pem"
+    ca_file.write_bytes(certificate_to_pem(zone.root))
+    td = zone.trust_domain
+    before = len(workload.received)
+
+    # Plaintext: the inbound speaks only TLS; nothing reaches the workload.
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(b"plaintext hello\n")
+        with contextlib.suppress(ConnectionResetError):
+            reply = conn.recv(100)
+            assert not reply.startswith(b"b-one"), reply  # a TLS alert at most, then closed
+
+    # A valid mesh certificate gets through (the check below is not vacuous)...
+    leaf, key = leaf_for(zone, f"spiffe://{td}/svc/a", now=datetime.now(UTC))
+    good = s_client(
+        port,
+        *write_identity(mesh.root / "good", leaf, zone.presented_chain(leaf)[1:], key),
+        ca_file,
+        b"openssl ok\n",
+    )
+    assert b"b-one openssl ok" in good.stdout, good.stderr.decode()[-800:]
+
+    # ...a certificate from another trust domain does not,
+    other = create_root_ca("other.example", mesh="default", now=datetime.now(UTC))
+    leaf, key = leaf_for(other, "spiffe://other.example/svc/a", now=datetime.now(UTC))
+    foreign = s_client(
+        port, *write_identity(mesh.root / "foreign", leaf, (), key), ca_file, b"foreign hello\n"
+    )
+    assert b"foreign hello" not in foreign.stdout
+
+    # ...nor one of our mesh with two URI SANs.
+    now = datetime.now(UTC)
+    leaf, key = craft(
+        issuer=zone, sans=[uri(f"spiffe://{td}/svc/a"), uri(f"spiffe://{td}/svc/b")],
+        not_before=now - timedelta(minutes=5), not_after=now + timedelta(hours=1),
+        extra=[(x509.AuthorityKeyIdentifier.from_issuer_public_key(zone.key.public_key()), False)],
+    )  # fmt: skip
+    two = s_client(
+        port,
+        *write_identity(mesh.root / "two-sans", leaf, zone.presented_chain(leaf)[1:], key),
+        ca_file,
+        b"two sans\n",
+    )
+    assert b"two sans" not in two.stdout, two.stderr.decode()[-600:]
+
+    received = b"".join(workload.received[before:])
+    assert b"openssl ok" in received
+    for refused in (b"plaintext hello", b"foreign hello", b"two sans"):
+        assert refused not in received
+    # Counted: failed handshakes, and the two-SAN certificate refused after its handshake.
+    assert b1.metric('meshgate_proxy_listener_peer_rejected_total{listener="inbound"}') >= 1
+    failures = 'meshgate_proxy_listener_tls_handshake_failures_total{listener="inbound"}'
+    wait_for(lambda: b1.metric(failures) >= 1, 20, "failed handshakes counted")
