@@ -9,9 +9,13 @@ zone one talks to a's local proxy's outbound ports for b and c.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import random
 import socket
+import ssl
 import subprocess
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -232,3 +236,141 @@ def test_an_inbound_listener_refuses_plaintext_foreign_and_ambiguous_identities(
     assert b1.metric('meshgate_proxy_listener_peer_rejected_total{listener="inbound"}') >= 1
     failures = 'meshgate_proxy_listener_tls_handshake_failures_total{listener="inbound"}'
     wait_for(lambda: b1.metric(failures) >= 1, 20, "failed handshakes counted")
+
+
+# -- across zones, through the ingress ---------------------------------------------------------
+
+
+def test_a_service_only_in_the_other_zone_is_reached_through_its_ingress(mesh: Mesh) -> None:
+    ingress = mesh.proxies["ingress-two"]
+    before = ingress.metric('meshgate_proxy_listener_accepted_total{listener="ingress"}')
+    port = mesh.outbound["c"]
+    assert wait_for(lambda: answers(port) == "c-two hello", 20, "c answered from zone two")
+    assert [answers(port, f"x{i}") for i in range(5)] == [f"c-two x{i}" for i in range(5)]
+    assert ingress.metric('meshgate_proxy_listener_accepted_total{listener="ingress"}') >= before + 6
+
+
+def server_identity(port: int, sni: str, mesh: Mesh, line: bytes) -> tuple[str, bytes]:
+    """(the SPIFFE ID of the certificate served on ``port`` for ``sni``, the answer to ``line``),
+    with a valid mesh client certificate."""
+    zone = mesh.zone_cp_pki("one")
+    leaf, key = leaf_for(zone, f"spiffe://{zone.trust_domain}/svc/a", now=datetime.now(UTC))
+    cert, key_file = write_identity(mesh.root / "client-a", leaf, zone.presented_chain(leaf)[1:], key)
+    ca_file = mesh.root / "client-a" / "root.pem"
+    ca_file.write_bytes(certificate_to_pem(zone.root))
+    done = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-cert", str(cert), "-key", str(key_file),
+         "-cert_chain", str(cert.parent / "chain.pem"), "-CAfile", str(ca_file), "-servername", sni,
+         "-showcerts", "-verify_return_error", "-ign_eof"],
+        input=line, capture_output=True, timeout=20, check=False,
+    )  # fmt: skip
+    pem = done.stdout.split(b"-----END CERTIFICATE-----")[0] + b"-----END CERTIFICATE-----\n"
+    pem = pem[pem.index(b"-----BEGIN CERTIFICATE-----") :]
+    san = certificate_from_pem(pem).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    uris = san.value.get_values_for_type(x509.UniformResourceIdentifier)
+    return ",".join(uris), done.stdout
+
+
+def test_the_ingress_passes_tls_through_end_to_end(mesh: Mesh) -> None:
+    """Through zone two's ingress, the TLS server is c's local proxy itself: the certificate is
+    c's, and the answer comes back over that session. The ingress holds no key for it."""
+    ingress_port = int(mesh.proxies["ingress-two"].config["listen"]["port"])
+    identity, output = server_identity(ingress_port, "c.two.svc.meshgate", mesh, b"through\n")
+    assert identity.endswith("/svc/c")
+    assert b"c-two through" in output
+
+
+BAD_HELLOS = {
+    "plaintext": b"GET / HTTP/1.1\r\nHost: c.two.svc.meshgate\r\n\r\n",
+    "truncated": None,  # filled in from a real ClientHello below
+    "garbage record": b"\x16\x03\x01\x00\x05\x01\x00\x00\x01\x00",
+    "huge record": b"\x16\x03\x01\xff\xff" + b"\x01" * 64,
+}
+
+
+def client_hello(sni: str | None) -> bytes:
+    """The first flight of a real TLS client (Python's ssl) for ``sni``."""
+    context = ssl.create_default_context()
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname=sni)
+    with contextlib.suppress(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def refused_by(port: int, data: bytes, *, close: bool = False) -> bool:
+    """True if the connection is closed without a byte back."""
+    with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
+        conn.sendall(data)
+        if close:
+            conn.shutdown(socket.SHUT_WR)
+        try:
+            return conn.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+
+def test_the_ingress_refuses_bad_hellos_and_wrong_names_and_keeps_serving(mesh: Mesh) -> None:
+    ingress = mesh.proxies["ingress-two"]
+    port = int(ingress.config["listen"]["port"])
+    hello = client_hello("c.two.svc.meshgate")
+    cases = dict(BAD_HELLOS, truncated=hello[: len(hello) // 2])
+    for name, data in cases.items():
+        assert data is not None
+        assert refused_by(port, data, close=True), name
+    for sni in (
+        "c.one.svc.meshgate",
+        "c.two.svc.meshgate.evil.example",
+        "example.com",
+        "nope.two.svc.meshgate",
+    ):
+        assert refused_by(port, client_hello(sni)), sni
+    assert refused_by(port, client_hello(None))
+    refused = {
+        k: v for k, v in ingress.metrics().items() if k.startswith("meshgate_proxy_listener_refused_total")
+    }
+    reasons = {k.split('reason="')[1].rstrip('"}') for k, v in refused.items() if v > 0}
+    assert {"malformed_client_hello", "truncated", "bad_sni", "unknown_service", "no_sni"} <= reasons, refused
+    # Fuzz: mutations of a real hello, many at once; the ingress answers none and stays up.
+    rng = random.Random(4)
+
+    def mutated(i: int) -> bool:
+        data = bytearray(hello)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        cut = rng.randint(1, len(data))
+        with socket.create_connection(("127.0.0.1", port), timeout=15) as conn:
+            conn.sendall(bytes(data[:cut]))
+            conn.shutdown(socket.SHUT_WR)
+            try:
+                return conn.recv(1) == b""
+            except ConnectionResetError:
+                return True
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        closed = list(pool.map(mutated, range(300)))
+    assert sum(closed) >= 290  # a mutation can leave a valid hello for c: then c's TLS answers
+    assert ingress.proc is not None
+    assert ingress.proc.poll() is None
+    assert answers(mesh.outbound["c"], "still") == "c-two still"
+
+
+# -- failover --------------------------------------------------------------------------------------
+
+
+def test_new_connections_fail_over_to_the_other_zone_and_come_back(mesh: Mesh) -> None:
+    port = mesh.outbound["b"]
+    assert answers(port) == "b-one hello"
+    b_one = mesh.workloads["b-one"]
+    stopped = time.monotonic()
+    b_one.stop()
+    # Within two health-check intervals, new connections are served by zone two.
+    first = wait_for(lambda: answers(port, "moved").startswith("b-two") and time.monotonic(), 10, "failover")
+    took = first - stopped
+    print(f"failover to zone two took {took:.3f} s (health-check interval {INTERVAL} s)")
+    assert took <= 2 * INTERVAL + 0.3, f"failover took {took:.2f} s"
+    assert {answers(port, f"m{i}") for i in range(10)} == {f"b-two m{i}" for i in range(10)}
+    # The instance returns: traffic comes back to zone one.
+    mesh.workloads["b-one"] = Workload("b-one", port=b_one.port).start()
+    wait_for(lambda: answers(port, "back") == "b-one back", 15, "traffic back in zone one")
+    assert {answers(port, f"r{i}") for i in range(10)} == {f"b-one r{i}" for i in range(10)}
