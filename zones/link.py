@@ -114,8 +114,9 @@ class Link:
 
     async def _keep_renewing(self) -> None:
         backoff = Backoff(0.2, 10.0)
+        received = _now_ts()
         while True:
-            await asyncio.sleep(max(0.0, _renew_at(self.identity) - _now_ts()))
+            await asyncio.sleep(max(0.0, _renew_at(self.identity, received) - _now_ts()))
             try:
                 fresh = await renew(self.zone_cp, self.identity, self._cert_ttl)
             except EnrollError as exc:
@@ -123,6 +124,7 @@ class Link:
                 await asyncio.sleep(backoff.next())
                 continue
             backoff.reset()
+            received = _now_ts()
             self.identity = fresh
             with contextlib.suppress(OSError):
                 self.state.save_identity(fresh)
@@ -138,8 +140,10 @@ def _now_ts() -> float:
     return datetime.now().timestamp()
 
 
-def _renew_at(identity: Identity) -> float:
-    """Two thirds into the certificate's life (computed from its validity on the leaf)."""
+def _renew_at(identity: Identity, received: float) -> float:
+    """Two thirds into the certificate's life as we have it: from when it was received (its
+    notBefore is backdated for clock skew) to its notAfter."""
     leaf = certificates_from_pem(identity.chain_pem.encode())[0]
-    start, end = leaf.not_valid_before_utc.timestamp(), leaf.not_valid_after_utc.timestamp()
-    return start + (end - start) * 2 / 3
+    start = max(leaf.not_valid_before_utc.timestamp(), received)
+    end = leaf.not_valid_after_utc.timestamp()
+    return start + max(end - start, 0.0) * 2 / 3

@@ -12,9 +12,11 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import random
+import signal
 import socket
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -362,8 +364,8 @@ def test_new_connections_fail_over_to_the_other_zone_and_come_back(mesh: Mesh) -
     port = mesh.outbound["b"]
     assert answers(port) == "b-one hello"
     b_one = mesh.workloads["b-one"]
+    b_one.stop()  # returns once its listening socket is closed
     stopped = time.monotonic()
-    b_one.stop()
     # Within two health-check intervals, new connections are served by zone two.
     first = wait_for(lambda: answers(port, "moved").startswith("b-two") and time.monotonic(), 10, "failover")
     took = first - stopped
@@ -374,3 +376,102 @@ def test_new_connections_fail_over_to_the_other_zone_and_come_back(mesh: Mesh) -
     mesh.workloads["b-one"] = Workload("b-one", port=b_one.port).start()
     wait_for(lambda: answers(port, "back") == "b-one back", 15, "traffic back in zone one")
     assert {answers(port, f"r{i}") for i in range(10)} == {f"b-one r{i}" for i in range(10)}
+
+
+# -- certificate rotation under load, and draining -------------------------------------------------
+
+
+def test_certificates_of_seconds_rotate_under_load_without_a_failed_connection(mesh: Mesh) -> None:
+    """A second client proxy of a and a second proxy of b's instance, both with 3-second
+    certificates; clients connect without pause while both rotate several times."""
+    out = free_port()
+    a2 = mesh.local_proxy("one", "a-2", "a", "a-one", cert_ttl=3.0,
+                          config={"outbounds": [{"service": "b", "port": out}]})  # fmt: skip
+    b3 = mesh.local_proxy("one", "b-3", "b", "b-one", cert_ttl=3.0)
+    rotations = "meshgate_proxy_certificate_rotations"
+    try:
+        assert wait_for(lambda: answers(out) == "b-one hello", 20, "a-2 serves")
+        held = socket.create_connection(("127.0.0.1", out), timeout=10)  # opened before any rotation
+        stop = threading.Event()
+        results: list[str] = []
+
+        def client(n: int) -> None:
+            i = 0
+            while not stop.is_set():
+                results.append(answers(out, f"{n}-{i}"))
+                i += 1
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            wait_for(lambda: min(a2.metric(rotations), b3.metric(rotations)) >= 3, 30, "three rotations each")
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(10)
+        failed = [r for r in results if not r.startswith("b-one ")]
+        print(
+            f"{len(results)} connections during {a2.metric(rotations):.0f} and {b3.metric(rotations):.0f} rotations"
+        )
+        assert not failed, failed[:5]
+        assert len(results) > 50
+        # The connection opened before the rotations still works.
+        held.sendall(b"held\n")
+        assert held.recv(100) == b"b-one held\n"
+        held.close()
+        # b-3 took part: the zone's two proxies of b shared the load.
+        assert b3.metric('meshgate_proxy_listener_accepted_total{listener="inbound"}') > 0
+    finally:
+        for proxy in (a2, b3):
+            assert proxy.stop() == 0
+            del mesh.proxies[proxy.name]
+
+
+def test_sigterm_lets_open_connections_finish_and_refuses_new_ones(mesh: Mesh) -> None:
+    out = free_port()
+    a3 = mesh.local_proxy("one", "a-3", "a", "a-one", config={"outbounds": [{"service": "b", "port": out}]},
+                          drain_timeout=20.0)  # fmt: skip
+    assert wait_for(lambda: answers(out) == "b-one hello", 20, "a-3 serves")
+    open_conn = socket.create_connection(("127.0.0.1", out), timeout=10)
+    wait_for(
+        lambda: a3.metric(f'meshgate_proxy_listener_active{{listener="outbound/b:{out}"}}') == 1, 10, "open"
+    )
+    assert a3.proc is not None
+    a3.proc.send_signal(signal.SIGTERM)
+    wait_for(lambda: a3.admin("/readyz")[0] in (503, 0), 10, "not ready any more")
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", out), timeout=5).close()
+    assert a3.proc.poll() is None  # still draining: the open connection is not done
+    open_conn.sendall(b"last\n")
+    assert open_conn.recv(100) == b"b-one last\n"
+    open_conn.close()
+    assert a3.wait_exit(15) == 0
+    del mesh.proxies["a-3"]
+
+
+# -- the zone CP away ------------------------------------------------------------------------------
+
+
+def test_proxies_serve_without_their_zone_cp_restart_from_disk_and_resync(mesh: Mesh) -> None:
+    zone_cp, a1 = mesh.zones["one"], mesh.proxies["a-1"]
+    port = mesh.outbound["b"]
+    version = a1.metric("meshgate_proxy_config_version")
+    zone_cp.kill()
+    wait_for(lambda: a1.metric("meshgate_proxy_zone_cp_connected") == 0, 15, "a-1 noticed")
+    assert answers(port, "alone") == "b-one alone"
+    assert answers(mesh.outbound["c"], "alone") == "c-two alone"
+    # Restarted with the zone CP down: it serves from its data dir (no token needed).
+    assert a1.stop() == 0
+    a1.token = None
+    a1.start()
+    assert answers(port, "restarted") == "b-one restarted"
+    assert answers(mesh.outbound["c"], "restarted") == "c-two restarted"
+    assert a1.metric("meshgate_proxy_config_version") == version
+    # The zone CP returns: the proxy reconnects by itself and takes new configuration.
+    zone_cp.token = None
+    zone_cp.start()
+    wait_for(lambda: a1.metric("meshgate_proxy_zone_cp_connected") == 1, 30, "a-1 reconnected")
+    mesh.admin.apply(service("d"))
+    wait_for(lambda: a1.metric("meshgate_proxy_config_version") > version, 30, "new configuration at a-1")
+    assert answers(port, "again") == "b-one again"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -94,7 +95,9 @@ class ProxyHub:
     _dirty: asyncio.Event = field(default_factory=asyncio.Event)
     _task: OwnedTask = field(default_factory=lambda: OwnedTask("proxy-config"))
     _unsubscribe: Callable[[], None] | None = None
-    _generation: int = 0
+    # Configuration versions start from the wall clock in milliseconds, so that they keep
+    # growing across zone CP restarts (a proxy's config_version never goes backwards).
+    _generation: int = field(default_factory=lambda: int(time.time() * 1000))
 
     @property
     def connected(self) -> int:
