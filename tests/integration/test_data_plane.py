@@ -450,6 +450,38 @@ def test_sigterm_lets_open_connections_finish_and_refuses_new_ones(mesh: Mesh) -
     del mesh.proxies["a-3"]
 
 
+def children_of(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
+
+
+def test_workers_share_the_listener_and_stop_together(mesh: Mesh) -> None:
+    config = {"name": "ingress-two-w", "listen": {"address": "127.0.0.1", "port": free_port()}}
+    proxy = ProxyProcess(mesh.root / "ingress-two-w", "ingress", mesh.zones["two"].proxy_url, config,
+                         token=mesh.token("ingress", "two"), workers=2).start()  # fmt: skip
+    mesh.proxies[proxy.name] = proxy
+    assert proxy.proc is not None
+    workers = wait_for(
+        lambda: len(children_of(proxy.proc.pid)) == 2 and children_of(proxy.proc.pid), 10, "2 workers"
+    )
+    port = int(config["listen"]["port"])  # type: ignore[index]
+    wait_for(
+        lambda: "c-two" in server_identity(port, "c.two.svc.meshgate", mesh, b"w\n")[1].decode(), 20, "routes"
+    )
+    for i in range(6):
+        identity, output = server_identity(port, "c.two.svc.meshgate", mesh, f"w{i}\n".encode())
+        assert identity.endswith("/svc/c")
+        assert f"c-two w{i}".encode() in output
+    assert proxy.stop() == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    del mesh.proxies[proxy.name]
+
+
 # -- the zone CP away ------------------------------------------------------------------------------
 
 
