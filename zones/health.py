@@ -85,7 +85,12 @@ class HealthChecker:
         await self._task.stop()
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_round = loop.time()
         while True:
+            # A fixed rate, not a pause after each round: a probe that takes long does not
+            # stretch the interval (detection stays within fall x interval).
+            next_round += self.check.interval
             results = await asyncio.gather(*(probe(i, self.check) for i in self.states))
             changed = [i for i, ok in zip(self.states, results, strict=True) if self.states[i].observe(ok)]
             for instance in changed:
@@ -94,4 +99,7 @@ class HealthChecker:
             if changed:
                 self._on_change(self.healthy())
             self.first_round.set()
-            await asyncio.sleep(self.check.interval)
+            now = loop.time()
+            if next_round < now:  # a round took longer than the interval: start again from now
+                next_round = now
+            await asyncio.sleep(next_round - now)
