@@ -14,7 +14,9 @@ engine's defaults; with ``reuse_port=True`` several worker processes bind the sa
   client's certificate is verified (``TlsIdentity.peer_identity``: mesh roots, trust domain,
   exactly one SPIFFE URI SAN) *before* any protocol sees the connection. Each handshake uses the
   identity's server context of that moment, so a rotated certificate is served to new
-  connections without a restart;
+  connections without a restart. uvloop reads an accepted connection even when its protocol
+  paused reading in ``connection_made``: a ClientHello that arrives before ``start_tls`` runs is
+  kept and fed to the TLS protocol ``start_tls`` installs (see ``_Handshaking``);
 - the protocol factory receives the verified peer (``VerifiedPeer``, or None on plain listeners
   and listeners given a bare ``ssl.SSLContext``).
 
@@ -37,7 +39,7 @@ import functools
 import socket
 import ssl as ssl_module
 from collections.abc import Callable, Sequence
-from typing import Final, cast
+from typing import Any, Final, cast
 
 from meshgate.pki.verify import VerificationError, VerifiedPeer
 from meshgate.proxy.identity import TlsIdentity
@@ -110,19 +112,29 @@ class _Tracked(asyncio.Protocol):
 
 
 class _Handshaking(asyncio.Protocol):
-    """A TLS listener's protocol from accept until ``start_tls`` takes the transport."""
+    """A TLS listener's protocol from accept until ``start_tls`` takes the transport.
+
+    It pauses reading at once, which asyncio's loop honours. uvloop (0.23) starts reading when
+    ``connection_made`` returns whatever it was told, so the client's first bytes (its
+    ClientHello) can arrive here before ``start_tls`` runs: they are kept in ``early`` (reading is
+    paused then, which works now) and fed to the TLS protocol once ``start_tls`` has installed it.
+    """
 
     def __init__(self, listener: Listener) -> None:
         self._listener = listener
         self._connection: _Connection | None = None
+        self._transport: asyncio.Transport | None = None
+        self.early = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        tcp = cast(asyncio.Transport, transport)
+        tcp = self._transport = cast(asyncio.Transport, transport)
         tcp.pause_reading()  # start_tls resumes it
-        self._connection = self._listener._handshake_started(tcp)
+        self._connection = self._listener._handshake_started(tcp, self)
 
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
-        pass
+    def data_received(self, data: bytes) -> None:
+        self.early += data
+        if self._transport is not None:
+            self._transport.pause_reading()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._connection is not None:
@@ -267,14 +279,16 @@ class Listener:
     def _accept_tls(self) -> asyncio.BaseProtocol:
         return _Handshaking(self)
 
-    def _handshake_started(self, transport: asyncio.Transport) -> _Connection:
+    def _handshake_started(self, transport: asyncio.Transport, handshaking: _Handshaking) -> _Connection:
         connection = self._register(transport)
         connection.task = asyncio.get_running_loop().create_task(
-            self._handshake(connection, transport), name=f"tls-handshake-{self.name}"
+            self._handshake(connection, transport, handshaking), name=f"tls-handshake-{self.name}"
         )
         return connection
 
-    async def _handshake(self, connection: _Connection, raw: asyncio.Transport) -> None:
+    async def _handshake(
+        self, connection: _Connection, raw: asyncio.Transport, handshaking: _Handshaking
+    ) -> None:
         tls = self._tls
         assert tls is not None
         context = tls.server_context if isinstance(tls, TlsIdentity) else tls
@@ -284,10 +298,16 @@ class Listener:
             self._forget(connection)
             return
         loop = asyncio.get_running_loop()
-        try:
-            transport = await loop.start_tls(
+        starting = loop.create_task(
+            loop.start_tls(
                 raw, pending, context, server_side=True, ssl_handshake_timeout=self._handshake_timeout
             )
+        )
+        # Runs right after start_tls's first step, which installs the TLS protocol (reading paused)
+        # and schedules its connection_made and the resume of reading.
+        loop.call_soon(_replay_early, raw, handshaking, starting)
+        try:
+            transport = await starting
         except asyncio.CancelledError:
             raw.abort()
             self._forget(connection)
@@ -324,15 +344,62 @@ class Listener:
         if pending.paused_reading and not pending.lost:
             transport.resume_reading()
         tracked.connection_made(transport)
+        # What arrived during the handshake goes to the transport's protocol now: the inner
+        # protocol may have handed the transport over already (e.g. to a relay's Pending).
+        target = cast(asyncio.Protocol, transport.get_protocol())
         if pending.buffer:
             data, pending.buffer = bytes(pending.buffer), bytearray()
-            tracked.data_received(data)
+            target.data_received(data)
         if pending.write_paused:
-            tracked.pause_writing()
+            target.pause_writing()
         if pending.eof:
-            tracked.eof_received()
+            target.eof_received()
         if pending.lost:
-            tracked.connection_lost(pending.lost_exc)
+            target.connection_lost(pending.lost_exc)
+
+
+def _replay_early(raw: asyncio.Transport, handshaking: _Handshaking, starting: asyncio.Future[Any]) -> None:
+    """Feed the bytes ``handshaking`` read before ``start_tls`` to the TLS protocol it installed.
+
+    Called once start_tls's first step has run: its protocol's ``connection_made`` and the
+    transport's ``resume_reading`` are then scheduled, so the feed is scheduled after them, in the
+    same loop iteration: the protocol gets the early bytes after ``connection_made`` and before
+    anything read from the socket afterwards.
+    """
+    if not handshaking.early or starting.done():
+        return
+    protocol = raw.get_protocol()
+    if protocol is handshaking:  # start_tls has not installed its protocol yet
+        asyncio.get_running_loop().call_soon(_replay_early, raw, handshaking, starting)
+        return
+
+    def feed() -> None:
+        data, handshaking.early = bytes(handshaking.early), bytearray()
+        if starting.done() or raw.is_closing() or raw.get_protocol() is not protocol:
+            return
+        try:
+            _feed(protocol, data)
+        except Exception:  # the TLS protocol refused the bytes: the handshake fails
+            raw.abort()
+
+    asyncio.get_running_loop().call_soon(feed)
+
+
+def _feed(protocol: asyncio.BaseProtocol, data: bytes) -> None:
+    """Deliver ``data`` to ``protocol`` the way a transport does (buffered or not)."""
+    get_buffer = getattr(protocol, "get_buffer", None)
+    if get_buffer is None:
+        cast(asyncio.Protocol, protocol).data_received(data)
+        return
+    view = memoryview(data)
+    while view:
+        buffer = memoryview(get_buffer(len(view))).cast("B")
+        n = min(len(buffer), len(view))
+        if n == 0:
+            raise RuntimeError("the protocol gave an empty buffer")
+        buffer[:n] = view[:n]
+        cast(asyncio.BufferedProtocol, protocol).buffer_updated(n)
+        view = view[n:]
 
 
 class _PlainAccepted(_Tracked):

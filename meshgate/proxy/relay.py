@@ -37,6 +37,13 @@ bounded by ``linger_timeout`` (default 10 s): a transport not gone by then is ab
 Idle timeout: when no byte has moved either way (and no write buffer has drained) for
 ``idle_timeout`` seconds (default 300 s; None disables it), both sides are closed.
 
+Holding a connection while the upstream is found. Do not rely on ``pause_reading()`` called in
+``connection_made``: asyncio's loop honours it, but uvloop (0.23) starts reading once
+``connection_made`` returns whatever it was told, so the first bytes of an accepted connection
+reach the protocol anyway, and are lost if that protocol ignores them. Give the transport to a
+``Pending`` instead (``hold(transport)``): it keeps what arrives (bytes, up to ``read_limit``
+before it stops reading; the EOF; the loss; the write-paused state) and the relay replays it.
+
 Hand-off convention. Protocols that hand their transport to another protocol (a listener's
 connection registry, ``Pending``, the relay) keep a ``lost_callbacks`` list of zero-argument
 callables that must run exactly once when the connection is lost; ``hand_over`` moves them to the
@@ -132,7 +139,9 @@ class Pending(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
-        if len(self.buffer) >= self._read_limit and self.transport is not None and not self.paused_reading:
+        if len(self.buffer) >= self._read_limit and self.transport is not None:
+            # Every time, not once: a pause_reading() that came before the transport started
+            # reading (uvloop, in connection_made) did nothing. Pausing twice is a no-op.
             self.paused_reading = True
             self.transport.pause_reading()
 
@@ -152,6 +161,21 @@ class Pending(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+
+
+def hold(transport: asyncio.BaseTransport, *, read_limit: int = PENDING_READ_LIMIT) -> Pending:
+    """Make a new ``Pending`` the protocol of ``transport`` (``hand_over``) and return it.
+
+    For a protocol that must find its upstream before relaying: from now on what arrives on
+    ``transport`` is kept for the ``Relay`` that takes it over. Reading is paused at once where the
+    loop allows it; where it does not (uvloop, before ``connection_made`` has returned), the
+    ``Pending`` keeps at most ``read_limit`` bytes (plus one read) before it pauses reading itself.
+    """
+    pending = Pending(read_limit)
+    hand_over(transport, pending)
+    pending.connection_made(transport)
+    cast(asyncio.ReadTransport, transport).pause_reading()
+    return pending
 
 
 class _Side(asyncio.Protocol):
@@ -251,7 +275,8 @@ class Relay:
     previous protocols were ``Pending``, what they kept is replayed (upstream bytes go to
     downstream, EOFs and losses are handled as if they had just happened). ``initial`` is written
     to upstream first and counted as downstream bytes. Reading is resumed on both sides (callers
-    pause downstream reading while they connect upstream). Must be created on the running loop.
+    hold the downstream in a ``Pending`` while they connect upstream: ``hold``). Must be created
+    on the running loop.
     """
 
     def __init__(
@@ -292,14 +317,19 @@ class Relay:
         previous = {down: self._take(down, downstream), up: self._take(up, upstream)}
         down.forward, up.forward = upstream.write, downstream.write
         for side in (down, up):
+            # The write-paused state first, as the transport left it, then the relay's limits: a
+            # transport may call pause_writing or resume_writing (TLS transports do) while they are
+            # set, and that call must win. (The other way round, a resume_writing that came during
+            # set_write_buffer_limits was overwritten by the stale state, and the other side was
+            # never read again.)
             prev = previous[side]
-            if write_buffer_limits is not None:
-                side.transport.set_write_buffer_limits(*write_buffer_limits)
             if isinstance(prev, Pending):
-                side.write_paused = side.write_paused or prev.write_paused
-            elif not side.write_paused:
+                side.write_paused = prev.write_paused
+            else:
                 _, high = side.transport.get_write_buffer_limits()
                 side.write_paused = side.transport.get_write_buffer_size() > high
+            if write_buffer_limits is not None:
+                side.transport.set_write_buffer_limits(*write_buffer_limits)
 
         # A transport already gone (its owner saw connection_lost, or it is closing) receives
         # nothing more; it is counted as lost once the bytes it left behind are relayed.
@@ -429,7 +459,16 @@ class Relay:
             src.forward = _drop
             dst.transport.write_eof()
             return True
-        # dst is TLS: hold the EOF back until dst's direction ends or half_close_timeout.
+        if src is self._up:
+            # dst (downstream) is TLS and cannot carry a half-close. An upstream that ends its
+            # direction has answered: everything it sent is flushed to the client, then both
+            # sides are closed, so the client sees the end at once.
+            self._set_reason(CloseReason.UPSTREAM_CLOSED)
+            self._close_side(dst)
+            self._close_side(src)
+            return True
+        # dst is a TLS upstream: hold the client's EOF back until the upstream's direction ends
+        # or half_close_timeout.
         self._eof_pending = True
         self._arm_idle()
         return True
