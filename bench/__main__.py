@@ -41,6 +41,23 @@ def parser() -> argparse.ArgumentParser:
         help="afterwards, profile extra phases with py-spy (global CP, zone CP); not timed",
     )
     sync.add_argument("--keep", action="store_true", help="keep the temporary data dirs and logs")
+    l4 = scenarios.add_parser(
+        "l4",
+        help="data path: mTLS L4 relay chain throughput against HAProxy doing the same hops",
+        description="client -> A (mTLS out) -> zone ingress (SNI passthrough) -> B (mTLS in) -> "
+        "workload, once with three meshgate proxy processes and once with three HAProxy processes; "
+        "iperf3 rounds alternate between them. Results go to bench/results/.",
+    )
+    l4.add_argument("--quick", action="store_true", help="smoke run: 1 round per chain of 3 s")
+    l4.add_argument("--rounds", type=_positive, help="rounds per chain (default 5)")
+    l4.add_argument("--seconds", type=_positive, help="length of each iperf3 test (default 10)")
+    l4.add_argument("--streams", type=_positive, help="parallel iperf3 streams (default 1)")
+    l4.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin processes (default: load on the first CPU, the proxies on the others)",
+    )
+    l4.add_argument("--keep", action="store_true", help="keep the temporary directory (PKI, configs, logs)")
     return top
 
 
@@ -74,6 +91,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         uvloop.run(run(params))
         return 0
+    if args.scenario == "l4":
+        from bench import l4_chain
+
+        base4 = l4_chain.Params()
+        quick4 = l4_chain.Params.quick_defaults() if args.quick else {}
+
+        def choose4(name: str, given: int | None) -> int:
+            return given if given is not None else quick4.get(name, int(getattr(base4, name)))
+
+        l4_params = l4_chain.Params(
+            seconds=choose4("seconds", args.seconds),
+            rounds=choose4("rounds", args.rounds),
+            streams=choose4("streams", args.streams),
+            pin=not args.no_pin,
+            keep=args.keep,
+            quick=args.quick,
+        )
+        record = l4_chain.run(l4_params)
+        failed = sum(record["summary"][name]["rounds_failed"] for name in l4_chain.CHAINS)
+        return 1 if failed else 0
     return 2
 
 
