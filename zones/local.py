@@ -55,7 +55,7 @@ class LocalProxy:
                 upstreams = ServiceUpstreams(outbound.service, stats.cluster(outbound.service))
                 self.services[outbound.service] = upstreams
             name = f"outbound/{outbound.service}:{outbound.port}"
-            factory = functools.partial(self._outbound_protocol, upstreams)
+            factory = functools.partial(self._outbound_protocol, upstreams, name)
             self.outbounds.append(Listener(name, factory, stats=stats.listener(name)))
 
     @property
@@ -93,9 +93,11 @@ class LocalProxy:
         upstream = await connect_cluster(self.instances, attempts=attempts, timeout=CONNECT_TIMEOUT)
         return tls, upstream, self.instances.stats
 
-    def _outbound_protocol(self, upstreams: ServiceUpstreams, peer: VerifiedPeer | None) -> asyncio.Protocol:
+    def _outbound_protocol(
+        self, upstreams: ServiceUpstreams, listener: str, peer: VerifiedPeer | None
+    ) -> asyncio.Protocol:
         async def prepare(raw: asyncio.Transport, initial: bytes) -> Prepared:
             upstream = await upstreams.connect(self.tls, CONNECT_TIMEOUT)
             return raw, upstream, upstreams.stats
 
-        return Bridge(prepare, self.stats.listener(f"outbound/{upstreams.service}"), {})
+        return Bridge(prepare, self.stats.listener(listener), {})

@@ -153,6 +153,10 @@ def test_an_app_reaches_a_service_in_its_zone_through_the_local_proxies(mesh: Me
     # Every new connection stays in zone one while its instance is healthy.
     assert {answers(port, f"n{i}") for i in range(20)} == {f"b-one n{i}" for i in range(20)}
     assert b"n7\n" in mesh.workloads["b-one"].received
+    # Connections and bytes are counted on the outbound listener that carried them.
+    a1 = mesh.proxies["a-1"]
+    assert a1.metric(f'meshgate_proxy_listener_accepted_total{{listener="outbound/b:{port}"}}') >= 21
+    assert a1.metric(f'meshgate_proxy_listener_bytes_out_total{{listener="outbound/b:{port}"}}') >= 21 * 8
     assert not any(b"n7\n" in r for r in mesh.workloads["b-two"].received)
 
 
