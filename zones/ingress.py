@@ -69,7 +69,7 @@ class Ingress:
     def _protocol(self, peer: VerifiedPeer | None) -> asyncio.Protocol:
         return Sniffing(self._decide, self._prepare, self.listener.stats, {}, HELLO_TIMEOUT)
 
-    def _server_name(self, data: bytes) -> str | None:
+    def _decide(self, data: bytes) -> str | None:
         """The routable server name once ``data`` holds a whole ClientHello (None before)."""
         try:
             hello = clienthello.parse(data)
@@ -83,12 +83,8 @@ class Ingress:
             raise Refused("bad_sni", f"{hello.server_name!r} is not <service>.{self.zone}.svc.meshgate")
         return hello.server_name
 
-    def _decide(self, data: bytes) -> bool:
-        return self._server_name(data) is not None
-
-    async def _prepare(self, raw: asyncio.Transport, initial: bytes) -> Prepared:
-        name = self._server_name(initial)
-        cluster = self.routes.get(name or "")
+    async def _prepare(self, raw: asyncio.Transport, initial: bytes, name: str) -> Prepared:
+        cluster = self.routes.get(name)
         if cluster is None:
             raise Refused("unknown_service", f"no route for {name!r}")
         attempts = min(DEFAULT_ATTEMPTS, max(len(cluster.endpoints), 1))

@@ -8,7 +8,7 @@ the downstream transport to relay, e.g. after terminating TLS on it, and a conne
 and can try elsewhere); when the downstream goes away first, ``prepare`` is cancelled.
 
 ``Sniffing`` first reads the start of the stream into a buffer and asks ``decide(buffer)``
-whether it has enough (e.g. a whole TLS ClientHello); the bytes it read are written upstream
+for a decision once it has enough (e.g. the server name of a whole TLS ClientHello); the bytes it read are written upstream
 before anything else, so nothing is lost or decrypted on the way.
 """
 
@@ -41,6 +41,8 @@ class Refused(Exception):
 
 Prepared = tuple[asyncio.Transport, Upstream, ClusterStats | None]
 Prepare = Callable[[asyncio.Transport, bytes], Awaitable[Prepared]]
+#: ``prepare`` of a ``Sniffing`` bridge: also given what ``decide`` returned
+SniffPrepare = Callable[[asyncio.Transport, bytes, str], Awaitable[Prepared]]
 
 
 class Bridge(asyncio.Protocol):
@@ -107,19 +109,22 @@ class Bridge(asyncio.Protocol):
 
 
 class Sniffing(Bridge):
-    """A ``Bridge`` that first reads until ``decide(buffer)`` returns True (or raises
-    ``Refused``), then relays with the bytes read so far sent upstream first."""
+    """A ``Bridge`` that first reads until ``decide(buffer)`` returns a decision (a string, e.g.
+    the server name; None: not enough yet; or raises ``Refused``), then has ``prepare`` find the
+    upstream for that decision and relays, the bytes read so far sent upstream first."""
 
     def __init__(
         self,
-        decide: Callable[[bytes], bool],
-        prepare: Prepare,
+        decide: Callable[[bytes], str | None],
+        prepare: SniffPrepare,
         stats: ListenerStats,
         relay_options: dict[str, Any],
         timeout: float = DEFAULT_SNIFF_TIMEOUT,
     ) -> None:
-        super().__init__(prepare, stats, relay_options)
+        super().__init__(self._prepare_decided, stats, relay_options)
         self._decide = decide
+        self._sniff_prepare = prepare
+        self._decision = ""
         self._buffer = bytearray()
         self._timeout = timeout
         self._timer: asyncio.TimerHandle | None = None
@@ -136,16 +141,20 @@ class Sniffing(Bridge):
             return
         self._buffer += data
         try:
-            enough = self._decide(bytes(self._buffer))
-            if not enough and len(self._buffer) >= SNIFF_LIMIT:
+            decision = self._decide(bytes(self._buffer))
+            if decision is None and len(self._buffer) >= SNIFF_LIMIT:
                 raise Refused("too_long", f"nothing decided after {len(self._buffer)} bytes")
         except Refused as refused:
             self._refuse(refused)
             return
-        if enough:
+        if decision is not None:
             self._decided = True
+            self._decision = decision
             self._cancel_timer()
             self._start(bytes(self._buffer))
+
+    async def _prepare_decided(self, raw: asyncio.Transport, initial: bytes) -> Prepared:
+        return await self._sniff_prepare(raw, initial, self._decision)
 
     def eof_received(self) -> bool:
         if self._decided:

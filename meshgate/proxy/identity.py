@@ -147,8 +147,7 @@ class TlsIdentity:
         #: asked during each handshake on ``front_server_context`` (with the SNI): False fails
         #: the handshake at once, before any certificate is sent (e.g. nothing healthy behind)
         self.admit: Callable[[str | None], bool] | None = None
-        #: handshakes begun on ``front_server_context``, and those ``admit`` refused (counters)
-        self.handshakes = 0
+        #: handshakes on ``front_server_context`` that ``admit`` refused (counter)
         self.refused_handshakes = 0
 
     def update(self, cert_chain_pem: bytes, key_pem: bytes, roots_pem: bytes) -> None:
@@ -192,7 +191,6 @@ class TlsIdentity:
     def _select_context(
         self, ssl_object: Any, server_name: str | None, context: ssl.SSLContext
     ) -> int | None:
-        self.handshakes += 1
         if self.admit is not None and not self.admit(server_name):
             self.refused_handshakes += 1
             return ssl.ALERT_DESCRIPTION_HANDSHAKE_FAILURE  # the client sees a failed handshake

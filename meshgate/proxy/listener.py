@@ -181,9 +181,15 @@ class Listener:
     ) -> asyncio.Server:
         if self._server is not None:
             raise RuntimeError(f"listener {self.name!r} is already started")
-        factory = self._accept_plain if self._tls is None else self._accept_tls
-        self._server = await listen(host, port, factory, reuse_port=reuse_port, backlog=backlog)
+        self._server = await self._listen(host, port, reuse_port=reuse_port, backlog=backlog)
         return self._server
+
+    async def _listen(
+        self, host: str | Sequence[str] | None, port: int, *, reuse_port: bool, backlog: int
+    ) -> asyncio.Server:
+        """Bind and serve (subclasses choose the factory and TLS)."""
+        factory = self._accept_plain if self._tls is None else self._accept_tls
+        return await listen(host, port, factory, reuse_port=reuse_port, backlog=backlog)
 
     @property
     def server(self) -> asyncio.Server | None:

@@ -1,12 +1,12 @@
 """A listener whose TLS handshakes the event loop does at accept, with the peer's identity
 verified before any protocol sees the connection.
 
-``Listener(tls=...)`` terminates TLS with ``loop.start_tls`` on each accepted connection. uvloop
-(0.23) delivers the first bytes of an accepted connection even when ``connection_made`` pauses
-reading, so a ClientHello can arrive before ``start_tls`` and the handshake then stalls; so
-mTLS listeners use this class, which gives the server socket ``identity.front_server_context``
-(its SNI callback switches each handshake to the current certificate, and can refuse it through
-``TlsIdentity.admit``) and verifies the client's SPIFFE identity in ``connection_made``.
+``Listener(tls=...)`` terminates TLS with ``loop.start_tls`` on each accepted connection, with
+the context of that moment. This class gives the server socket itself
+``identity.front_server_context`` instead: its SNI callback switches each handshake to the current
+certificate and can refuse the handshake at the ClientHello through ``TlsIdentity.admit`` (a
+local proxy with nothing healthy behind it), before any certificate is sent. The client's SPIFFE
+identity is verified in ``connection_made``.
 
 Handshake failures happen inside the loop, which reports none of them. They are counted from the
 outside: the loop makes our protocol at accept and calls its ``connection_made`` only once the
@@ -28,7 +28,6 @@ from collections.abc import Sequence
 from meshgate.pki.verify import VerificationError
 from meshgate.proxy.identity import TlsIdentity
 from meshgate.proxy.listener import (
-    DEFAULT_BACKLOG,
     DEFAULT_HANDSHAKE_TIMEOUT,
     Listener,
     ProtocolFactory,
@@ -91,30 +90,21 @@ class TlsListener(Listener):
         handshake_timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
         stats: ListenerStats | None = None,
     ) -> None:
-        super().__init__(name, protocol_factory, stats=stats)
+        super().__init__(name, protocol_factory, handshake_timeout=handshake_timeout, stats=stats)
         self.identity = identity
         self.created = 0
         self.completed = 0
         self._waiting: weakref.WeakSet[_Verified] = weakref.WeakSet()
-        self._handshake_timeout = handshake_timeout
-        self._baseline = (0, 0)
+        self._refused_before = 0  # the identity's refusals before this listener started
 
-    async def start(
-        self,
-        host: str | Sequence[str] | None,
-        port: int,
-        *,
-        reuse_port: bool = False,
-        backlog: int = DEFAULT_BACKLOG,
+    async def _listen(
+        self, host: str | Sequence[str] | None, port: int, *, reuse_port: bool, backlog: int
     ) -> asyncio.Server:
-        if self._server is not None:
-            raise RuntimeError(f"listener {self.name!r} is already started")
-        self._baseline = (self.identity.handshakes, self.identity.refused_handshakes)
-        self._server = await listen(
+        self._refused_before = self.identity.refused_handshakes
+        return await listen(
             host, port, self._accept_verified, ssl=self.identity.front_server_context,
             reuse_port=reuse_port, backlog=backlog, ssl_handshake_timeout=self._handshake_timeout,
         )  # fmt: skip
-        return self._server
 
     def _accept_verified(self) -> asyncio.Protocol:
         protocol = _Verified(self)
@@ -124,7 +114,7 @@ class TlsListener(Listener):
 
     def count_handshake_failures(self) -> int:
         """Update and return ``stats.tls_handshake_failures`` (see the module doc)."""
-        refused = self.identity.refused_handshakes - self._baseline[1]
+        refused = self.identity.refused_handshakes - self._refused_before
         since = time.monotonic() - self._handshake_timeout
         waiting = sum(1 for protocol in list(self._waiting) if protocol.created_at > since)
         failed = max(self.created - self.completed - waiting - refused, 0)
