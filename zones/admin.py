@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from meshgate.proxy.http.metrics import render as render_http
 from meshgate.proxy.stats import Stats
 
 Gauges = Callable[[], dict[str, float]]
@@ -110,6 +111,7 @@ def render(stats: Stats, gauges: dict[str, float]) -> str:
             assert isinstance(counts, dict)
             for reason, count in sorted(counts.items()):
                 lines.append(f'{name}{{listener="{owner}",reason="{reason}"}} {count}')
+    lines += render_http(stats.http)
     for name, value in sorted(gauges.items()):
         lines += [f"# TYPE {name} gauge", f"{name} {value}"]
     return "\n".join(lines) + "\n"

@@ -9,7 +9,14 @@ problem with its field path::
     instances: [{address: 127.0.0.1, port: 8080}]
     health: {type: http, path: /healthz, interval: 1.0, timeout: 1.0, rise: 2, fall: 2}
     outbounds: [{service: payments, port: 15001}]   # apps dial 127.0.0.1:15001
+    meshOutbound: {port: 15080}      # HTTP routed by Host: apps call http://<service>.mesh/
+    protocol: http                   # the inbound's: http or tcp (default: the Service's first port)
+    http: {headerTimeout: 10, requestTimeout: 300, idleTimeout: 60, upstreamTimeout: 15,
+           accessLog: {path: "-", sample: 0.01, errors: true}}
     admin: 127.0.0.1:9901
+
+Each outbound's ``protocol`` (http or tcp) defaults to the called Service's first port, as the
+zone CP sends it; ``protocol`` set here wins. ``accessLog.path`` ``-`` is standard output.
 
 An ingress has ``name``, ``listen: {address, port, advertise}`` and ``admin``.
 """
@@ -65,6 +72,23 @@ class Outbound:
     service: str
     port: int
     address: str = "127.0.0.1"
+    protocol: str = ""  # "": the Service's, as the zone CP sends it
+
+
+@dataclass(frozen=True)
+class AccessLogConfig:
+    path: str = "-"
+    sample: float = 1.0
+    errors: bool = True
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    header_timeout: float = 10.0
+    request_timeout: float = 300.0
+    idle_timeout: float = 60.0
+    upstream_timeout: float = 15.0
+    access_log: AccessLogConfig | None = None
 
 
 @dataclass(frozen=True)
@@ -76,6 +100,9 @@ class ProxyConfig:
     instances: tuple[Instance, ...] = ()
     health: HealthCheck = field(default_factory=HealthCheck)
     outbounds: tuple[Outbound, ...] = ()
+    mesh_outbound: Address | None = None
+    protocol: str = ""  # the inbound's; "": the Service's
+    http: HttpConfig = field(default_factory=HttpConfig)
     listen: Address | None = None  # ingress
     admin: tuple[str, int] | None = None
 
@@ -134,7 +161,9 @@ def parse(raw: Any, role: str) -> ProxyConfig:
     r = _Reader()
     common = {"name", "admin"}
     allowed = common | (
-        {"listen"} if role == "ingress" else {"service", "inbound", "instances", "health", "outbounds"}
+        {"listen"}
+        if role == "ingress"
+        else {"service", "inbound", "instances", "health", "outbounds", "meshOutbound", "protocol", "http"}
     )
     doc = r.mapping(raw, "", allowed)
     name = r.label(doc.get("name", socket.gethostname().split(".")[0].lower()), "name")
@@ -161,13 +190,61 @@ def parse(raw: Any, role: str) -> ProxyConfig:
     health = _health(r, doc.get("health", {}))
     outbounds = []
     for i, item in enumerate(doc.get("outbounds", []) or []):
-        entry = r.mapping(item, f"outbounds[{i}]", {"service", "port", "address"})
+        entry = r.mapping(item, f"outbounds[{i}]", {"service", "port", "address", "protocol"})
         outbounds.append(Outbound(r.label(entry.get("service"), f"outbounds[{i}].service"),
                                   r.port(entry.get("port"), f"outbounds[{i}].port"),
-                                  r.ip(entry.get("address", "127.0.0.1"), f"outbounds[{i}].address")))  # fmt: skip
+                                  r.ip(entry.get("address", "127.0.0.1"), f"outbounds[{i}].address"),
+                                  _protocol(r, entry.get("protocol", ""), f"outbounds[{i}].protocol")))  # fmt: skip
+    mesh_outbound = None
+    if "meshOutbound" in doc:
+        raw_mesh = r.mapping(doc["meshOutbound"], "meshOutbound", {"address", "port"})
+        mesh_outbound = Address(
+            r.ip(raw_mesh.get("address", "127.0.0.1"), "meshOutbound.address"),
+            r.port(raw_mesh.get("port"), "meshOutbound.port"),
+        )
+    protocol = _protocol(r, doc.get("protocol", ""), "protocol")
+    http = _http(r, doc.get("http", {}))
     if r.problems:
         raise ConfigError(r.problems)
-    return ProxyConfig(role, name, service, inbound, tuple(instances), health, tuple(outbounds), admin=admin)
+    return ProxyConfig(
+        role, name, service, inbound, tuple(instances), health, tuple(outbounds),
+        mesh_outbound=mesh_outbound, protocol=protocol, http=http, admin=admin,
+    )  # fmt: skip
+
+
+def _protocol(r: _Reader, value: Any, path: str) -> str:
+    if value not in ("", "http", "tcp"):
+        r.fail(path, "must be http or tcp")
+        return ""
+    return str(value)
+
+
+def _http(r: _Reader, raw: Any) -> HttpConfig:
+    keys = {"headerTimeout", "requestTimeout", "idleTimeout", "upstreamTimeout", "accessLog"}
+    doc = r.mapping(raw, "http", keys)
+    access_log = None
+    if "accessLog" in doc:
+        log_doc = r.mapping(doc["accessLog"], "http.accessLog", {"path", "sample", "errors"})
+        path = log_doc.get("path", "-")
+        if not isinstance(path, str) or not path:
+            r.fail("http.accessLog.path", "must be a file path or '-' (standard output)")
+            path = "-"
+        sample = r.number(log_doc.get("sample", 1.0), "http.accessLog.sample", 0.0)
+        if sample > 1.0:
+            r.fail("http.accessLog.sample", "must be between 0 and 1")
+        errors = log_doc.get("errors", True)
+        if not isinstance(errors, bool):
+            r.fail("http.accessLog.errors", "must be true or false")
+            errors = True
+        access_log = AccessLogConfig(path, min(sample, 1.0), errors)
+    defaults = HttpConfig()
+    return HttpConfig(
+        r.number(doc.get("headerTimeout", defaults.header_timeout), "http.headerTimeout", 0.1),
+        r.number(doc.get("requestTimeout", defaults.request_timeout), "http.requestTimeout", 0.1),
+        r.number(doc.get("idleTimeout", defaults.idle_timeout), "http.idleTimeout", 0.1),
+        r.number(doc.get("upstreamTimeout", defaults.upstream_timeout), "http.upstreamTimeout", 0.1),
+        access_log,
+    )
 
 
 def _health(r: _Reader, raw: Any) -> HealthCheck:

@@ -181,7 +181,7 @@ class Proxy:
             trust_domain=identity.trust_domain,
         )  # fmt: skip
         self.role: LocalProxy | Ingress = (
-            LocalProxy(self.config, self.tls, self.stats)
+            LocalProxy(self.config, self.tls, self.stats, identity.zone)
             if options.role == "local"
             else Ingress(self.config, identity.zone, self.stats)
         )
@@ -250,10 +250,14 @@ class Proxy:
         listeners = self.role.listeners
         for listener in listeners:
             listener.close()
+        if isinstance(self.role, LocalProxy):
+            self.role.drain()  # HTTP keep-alive ends: idle connections close, busy ones after a response
         open_now = sum(listener.open_connections for listener in listeners)
         log.info("draining", extra={"open_connections": open_now, "deadline": self.options.drain_timeout})
         aborted = await asyncio.gather(*(lst.wait_drained(self.options.drain_timeout) for lst in listeners))
         log.info("drained", extra={"aborted": sum(aborted)})
+        if isinstance(self.role, LocalProxy):
+            self.role.stop()
         await self._stop_background()
         return EXIT_OK
 

@@ -32,6 +32,7 @@ class ClusterConfig:
     service: str
     identity: str  # the SPIFFE ID every endpoint must present
     groups: tuple[Group, ...]  # locality order: the first group with a usable endpoint serves
+    protocol: str = "tcp"  # http: requests are proxied by the HTTP engine; tcp: bytes are relayed
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,12 @@ def build(version: int, documents: dict[str, dict[str, Any]]) -> Runtime:
                 for g in _list(spec.get("groups"), f"{key}.groups") if isinstance(g, dict)
             )  # fmt: skip
             service = _str(spec.get("service"), f"{key}.service")
-            clusters[service] = ClusterConfig(service, _str(spec.get("identity"), f"{key}.identity"), groups)
+            protocol = spec.get("protocol", "tcp")
+            if protocol not in ("http", "tcp"):
+                raise BadConfig(f"{key}.protocol must be http or tcp")
+            clusters[service] = ClusterConfig(
+                service, _str(spec.get("identity"), f"{key}.identity"), groups, protocol
+            )
         elif kind == "Route":
             sni = _str(spec.get("sni"), f"{key}.sni")
             endpoints = tuple(

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from meshgate.proxy.http.metrics import HttpStats
+
 
 @dataclass(slots=True, eq=False)
 class ListenerStats:
@@ -75,11 +77,19 @@ def _snapshot(stats: ListenerStats | ClusterStats) -> Snapshot:
 class Stats:
     """Every listener's and cluster's stats, by name (created on first use)."""
 
-    __slots__ = ("clusters", "listeners")
+    __slots__ = ("clusters", "http", "listeners")
 
     def __init__(self) -> None:
         self.listeners: dict[str, ListenerStats] = {}
         self.clusters: dict[str, ClusterStats] = {}
+        #: HTTP golden metrics by (direction, service): ("inbound", own service), ("outbound", callee)
+        self.http: dict[tuple[str, str], HttpStats] = {}
+
+    def http_stats(self, direction: str, service: str) -> HttpStats:
+        stats = self.http.get((direction, service))
+        if stats is None:
+            stats = self.http[(direction, service)] = HttpStats()
+        return stats
 
     def listener(self, name: str) -> ListenerStats:
         stats = self.listeners.get(name)

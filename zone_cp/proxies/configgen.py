@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from meshgate.resources.kinds.cross_zone import CrossZoneEndpointsSpec
 from meshgate.resources.kinds.dataplane import DataplaneSpec
 from meshgate.resources.kinds.mesh import MeshSpec
+from meshgate.resources.kinds.service import ServiceSpec
 from meshgate.resources.kinds.system import MeshCASpec
 from meshgate.resources.kinds.zone import ZoneSpec
 from meshgate.resources.model import Resource
@@ -46,10 +47,13 @@ class ZoneState:
     ]  # service -> (address, port) of local proxies with healthy instances
     remote: dict[str, list[tuple[str, list[tuple[str, int]]]]]  # service -> [(zone, ingresses)]
     distance: dict[str, float]  # zone -> distance from this zone (km; inf when unknown)
+    #: service -> the protocol of its first port (http or tcp): how local proxies carry it
+    protocols: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, zone: str, resources: Iterable[Resource], mesh: str = "default") -> ZoneState:
         trust_domain, roots, services = "", [], set()
+        protocols: dict[str, str] = {}
         local: dict[str, list[tuple[str, int]]] = defaultdict(list)
         cross: dict[str, CrossZoneEndpointsSpec] = {}
         locations: dict[str, tuple[float, float] | None] = {}
@@ -60,6 +64,7 @@ class ZoneState:
                 roots.append(r.spec_as(MeshCASpec).certificate)
             elif r.kind == "Service":
                 services.add(r.name)
+                protocols[r.name] = r.spec_as(ServiceSpec).ports[0].protocol
             elif r.kind == "Zone":
                 location = r.spec_as(ZoneSpec).location
                 locations[r.name] = (location.latitude, location.longitude) if location else None
@@ -83,7 +88,7 @@ class ZoneState:
         }
         return cls(
             zone, trust_domain, tuple(roots), frozenset(services),
-            {s: sorted(e) for s, e in local.items()}, remote, distance,
+            {s: sorted(e) for s, e in local.items()}, remote, distance, protocols,
         )  # fmt: skip
 
 
@@ -114,7 +119,10 @@ def cluster(state: ZoneState, service: str) -> Doc:
         groups.append({"zone": zone, "endpoints": [
             {"address": a, "port": p, "sni": sni(service, zone)} for a, p in ingresses]})  # fmt: skip
     identity = f"spiffe://{state.trust_domain}/svc/{service}"
-    return _doc("Cluster", service, {"service": service, "identity": identity, "groups": groups})
+    protocol = state.protocols.get(service, "tcp")
+    return _doc(
+        "Cluster", service, {"service": service, "identity": identity, "protocol": protocol, "groups": groups}
+    )
 
 
 def local_proxy(state: ZoneState) -> dict[str, Doc]:
