@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from meshgate.resources.model import Resource
 from tests.support.factories import resource
 from zone_cp.proxies import configgen
@@ -81,3 +83,21 @@ def test_ingress_routes_name_local_healthy_instances_by_sni() -> None:
     assert docs["Route/web.paris.svc.meshgate"]["spec"]["endpoints"] == [
         {"address": "10.0.0.1", "port": 10001}
     ]
+
+
+def test_a_cluster_carries_its_service_protocol_and_the_proxy_reads_it() -> None:
+    from zones.runtime import BadConfig, build
+
+    state = configgen.ZoneState.of("paris", [
+        *zones(),
+        resource("Service", "api", {"ports": [{"name": "web", "port": 80, "protocol": "http"}]}),
+    ])  # fmt: skip
+    docs = configgen.local_proxy(state)
+    docs["Trust/mesh"]["spec"]["roots"] = ["-----BEGIN CERTIFICATE-----"]  # no MeshCA in this state
+    assert docs["Cluster/api"]["spec"]["protocol"] == "http"
+    assert docs["Cluster/web"]["spec"]["protocol"] == "tcp"  # the port's default
+    runtime = build(1, docs)
+    assert runtime.clusters["api"].protocol == "http"
+    docs["Cluster/api"]["spec"]["protocol"] = "grpc"
+    with pytest.raises(BadConfig, match="protocol must be http or tcp"):
+        build(2, docs)
