@@ -1012,6 +1012,8 @@ class HttpServer(asyncio.Protocol):
         """Answer a request the proxy will not forward, then close (lingering)."""
         if self.state >= _LINGER:
             return
+        if exchange is None and self.receiving is not None and self.receiving is self.current:
+            exchange = self.current  # the request being answered is the bad one (its body, its TE)
         if exchange is None and self.current is not None and self._refusal is None:
             # a bad request pipelined behind one being answered: answer that one first
             self._refusal = (status, cause)
