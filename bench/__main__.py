@@ -58,6 +58,29 @@ def parser() -> argparse.ArgumentParser:
         help="do not pin processes (default: load on the first CPU, the proxies on the others)",
     )
     l4.add_argument("--keep", action="store_true", help="keep the temporary directory (PKI, configs, logs)")
+    http = scenarios.add_parser(
+        "http",
+        help="data path: one HTTP/1.1 proxy hop's requests/s, latency and CPU per request against HAProxy",
+        description="wrk -> proxy -> nginx, the proxy being the meshgate HTTP engine (the local "
+        "proxy's inbound path without TLS) or HAProxy (mode http, nbthread 1), both logging every "
+        "request; wrk rounds alternate between them. Results go to bench/results/.",
+    )
+    http.add_argument("--quick", action="store_true", help="smoke run: 1 round per proxy of 3 s")
+    http.add_argument("--rounds", type=_positive, help="rounds per proxy (default 5)")
+    http.add_argument("--seconds", type=_positive, help="length of each wrk run (default 10)")
+    http.add_argument("--connections", type=_positive, help="wrk's keep-alive connections (default 50)")
+    http.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin processes (default: wrk and nginx on the first CPU, the proxies on the others)",
+    )
+    http.add_argument(
+        "--profile",
+        action="store_true",
+        help="afterwards, two extra meshgate rounds under py-spy (speedscope, collapsed stacks); not results",
+    )
+    http.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
+    http.add_argument("--results-dir", help="write the results there instead of bench/results/")
     return top
 
 
@@ -111,6 +134,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         record = l4_chain.run(l4_params)
         failed = sum(record["summary"][name]["rounds_failed"] for name in l4_chain.CHAINS)
         return 1 if failed else 0
+    if args.scenario == "http":
+        from bench import http_hop
+
+        base_h = http_hop.Params()
+        quick_h = http_hop.Params.quick_defaults() if args.quick else {}
+
+        def choose_h(name: str, given: int | None) -> int:
+            return given if given is not None else quick_h.get(name, int(getattr(base_h, name)))
+
+        http_params = http_hop.Params(
+            seconds=choose_h("seconds", args.seconds),
+            rounds=choose_h("rounds", args.rounds),
+            connections=choose_h("connections", args.connections),
+            pin=not args.no_pin,
+            profile=args.profile,
+            keep=args.keep,
+            quick=args.quick,
+            results_dir=args.results_dir,
+        )
+        record_h = http_hop.run(http_params)
+        return 1 if record_h["problems"] else 0
     return 2
 
 

@@ -331,12 +331,18 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str
 
 
 def write_results(
-    scenario: str, record: dict[str, Any], markdown: str, stamp: str | None = None
+    scenario: str,
+    record: dict[str, Any],
+    markdown: str,
+    stamp: str | None = None,
+    directory: Path | None = None,
 ) -> tuple[Path, Path]:
-    """``bench/results/<UTC time>-<scenario>.json`` and ``.md``, each written whole (via .tmp)."""
+    """``bench/results/<UTC time>-<scenario>.json`` and ``.md`` (or in ``directory``), each
+    written whole (via .tmp)."""
     stamp = stamp or utc_stamp()
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    paths = RESULTS_DIR / f"{stamp}-{scenario}.json", RESULTS_DIR / f"{stamp}-{scenario}.md"
+    directory = directory or RESULTS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = directory / f"{stamp}-{scenario}.json", directory / f"{stamp}-{scenario}.md"
     encoded = json.dumps(_finite(record), indent=2, default=_jsonable, allow_nan=False) + "\n"
     for path, text in zip(paths, (encoded, markdown), strict=True):
         tmp = path.with_name(path.name + ".tmp")
