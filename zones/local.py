@@ -90,7 +90,7 @@ class LocalProxy:
         self.inbound_site = Site(
             "inbound", lambda host: self.instances_http, options=self.options, stats=inbound_http,
             listener_stats=self.inbound.stats, access_log=self.access_log, zone=zone,
-            upstreams=lambda: [self.instances_http],
+            upstreams=lambda: [self.instances_http], fixed=self.instances_http,
         )  # fmt: skip
         self.services: dict[str, ServiceUpstreams] = {}
         self.http_services: dict[str, HttpUpstreams] = {}
@@ -103,6 +103,7 @@ class LocalProxy:
                 name, functools.partial(self._fixed_route, outbound.service), options=self.options,
                 stats=stats.http_stats("outbound", outbound.service), listener_stats=stats.listener(name),
                 access_log=self.access_log, zone=zone, upstreams=self._all_http,
+                fixed=self.http_services[outbound.service],
             )  # fmt: skip
             self.sites.append(site)
             factory = functools.partial(self._outbound_protocol, upstreams, name, outbound.protocol, site)

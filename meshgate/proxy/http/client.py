@@ -23,14 +23,33 @@ if TYPE_CHECKING:
 
 
 class HttpClient(asyncio.Protocol):
-    __slots__ = ("_headers", "_reason", "cluster", "endpoint", "exchange", "idle_since", "lost",
-                 "lost_callbacks", "out", "parser", "responses", "server", "transport", "upstreams",
-                 "write_paused")  # fmt: skip
+    __slots__ = (
+        "_headers",
+        "_reason",
+        "cluster",
+        "endpoint",
+        "exchange",
+        "idle_since",
+        "label",
+        "lost",
+        "lost_callbacks",
+        "out",
+        "parser",
+        "pool",
+        "responses",
+        "server",
+        "transport",
+        "upstreams",
+        "write_paused",
+    )  # fmt: skip
 
     def __init__(self, upstreams: HttpUpstreams, cluster: Cluster, endpoint: Endpoint) -> None:
         self.upstreams = upstreams
         self.cluster = cluster
         self.endpoint = endpoint
+        self.label = str(endpoint)
+        #: the pool this connection goes back to (set on its first release)
+        self.pool: list[HttpClient] | None = None
         self.transport: asyncio.Transport = cast(asyncio.Transport, None)
         self.parser = HttpResponseParser(self)
         self.exchange: Exchange | None = None

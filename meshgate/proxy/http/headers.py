@@ -50,11 +50,11 @@ class RequestIds:
     """Unique, cheap request ids: a random per-process prefix and a counter."""
 
     def __init__(self) -> None:
-        self._prefix = os.urandom(6).hex()
+        self._prefix = os.urandom(6).hex().encode()
         self._counter = itertools.count(1)
 
-    def next(self) -> str:
-        return f"{self._prefix}-{next(self._counter):x}"
+    def next(self) -> bytes:
+        return b"%s-%x" % (self._prefix, next(self._counter))
 
 
 def forwarded_for(address: str) -> str:

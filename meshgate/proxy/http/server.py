@@ -112,9 +112,12 @@ class Site:
         trust_forwarded: bool = True,
         response_headers: list[tuple[str, str]] | None = None,
         upstreams: Callable[[], list[HttpUpstreams]] | None = None,
+        fixed: HttpUpstreams | None = None,
     ) -> None:
         self.name = name
         self.route = route
+        #: the one service every request goes to, whatever its Host (``route`` is not called)
+        self.fixed = fixed
         self.options = options or HttpOptions()
         #: refusals and requests no service took (the service's own stats otherwise)
         self.stats = stats if stats is not None else HttpStats()
@@ -161,76 +164,54 @@ class Site:
 
 
 class Exchange:
-    """One request and its response."""
+    """One request and its response. Plain class attributes are the defaults, so making one
+    costs only the few fields a request sets (this runs once per request)."""
 
-    __slots__ = (
-        "body_expected",
-        "bytes_from_upstream",
-        "bytes_in",
-        "bytes_out",
-        "chunked",
-        "client",
-        "close_after",
-        "cluster",
-        "endpoint",
-        "head",
-        "is_head",
-        "keep_alive",
-        "leftover",
-        "mark",
-        "method",
-        "method_label",
-        "pending",
-        "request_done",
-        "request_id",
-        "response_chunked",
-        "response_close_delimited",
-        "response_started",
-        "retried",
-        "retryable",
-        "service",
-        "started",
-        "status",
-        "target",
-        "task",
-        "upgrade",
-        "upstreams",
-        "version11",
-    )  # fmt: skip
+    upstreams: HttpUpstreams | None = None
+    service = ""
+    method = b""
+    method_label = "OTHER"
+    target = b""
+    version11 = True
+    head = b""
+    request_id = b""
+    started = 0.0
+    chunked = False
+    body_expected = False
+    request_done = False
+    keep_alive = True
+    upgrade = False
+    is_head = False
+    retryable = False
+    retried = False
+    leftover = b""
+    client: HttpClient | None = None
+    cluster: Cluster | None = None
+    endpoint: Endpoint | None = None
+    upstream_label = ""
+    task: asyncio.Task[None] | None = None
+    status = 0
+    response_started = False
+    response_chunked = False
+    response_close_delimited = False
+    close_after = False
+    bytes_in = 0
+    bytes_out = 0
+    bytes_from_upstream = 0
+    mark = 0
 
     def __init__(self) -> None:
-        self.upstreams: HttpUpstreams | None = None
-        self.service = ""
-        self.method = b""
-        self.method_label = "OTHER"
-        self.target = b""
-        self.version11 = True
-        self.head = b""
-        self.request_id = ""
-        self.started = 0.0
-        self.chunked = False
-        self.body_expected = False
-        self.request_done = False
-        self.keep_alive = True
-        self.upgrade = False
-        self.is_head = False
-        self.retryable = False
-        self.retried = False
         self.pending: list[bytes] = []
-        self.leftover = b""
-        self.client: HttpClient | None = None
-        self.cluster: Cluster | None = None
-        self.endpoint: Endpoint | None = None
-        self.task: asyncio.Task[None] | None = None
-        self.status = 0
-        self.response_started = False
-        self.response_chunked = False
-        self.response_close_delimited = False
-        self.close_after = False
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.bytes_from_upstream = 0
-        self.mark = 0
+
+
+def _without(parts: list[bytes], names: set[bytes]) -> list[bytes]:
+    """``parts`` (a first line, then header fields as name, ": ", value, CRLF) without the fields
+    ``names`` lists (lowercase)."""
+    kept = [parts[0]]
+    for i in range(1, len(parts), 4):
+        if parts[i].lower() not in names:
+            kept += parts[i : i + 4]
+    return kept
 
 
 class HttpServer(asyncio.Protocol):
@@ -254,13 +235,17 @@ class HttpServer(asyncio.Protocol):
         self._in_head = False
         self._url = b""
         self._headers: list[tuple[bytes, bytes]] = []
-        self._header_bytes = 0
         self._head_received = 0
         self._message_start = 0.0
         self._feeding = False
         self._last: Exchange | None = None  # the last request parsed
         self._upgrading: Exchange | None = None  # an Upgrade request: the rest is for the new protocol
         self._refusal: tuple[int, str] | None = None  # a bad request behind one being answered
+        # per-connection parts of every upstream head (connection_made)
+        self._client = b""
+        self._forwarded_node = b""
+        self._identity_line = b""
+        self._forwarding = b""
 
     # -- transport ---------------------------------------------------------------------------------
 
@@ -268,6 +253,16 @@ class HttpServer(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.client_address = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        site = self.site
+        self._client = self.client_address.encode()
+        self._forwarded_node = b"for=%s;proto=%s" % (
+            h.forwarded_for(self.client_address).encode(),
+            site.scheme,
+        )
+        self._identity_line = b"x-meshgate-client-identity: %s\r\n" % self.peer_id if self.peer_id else b""
+        self._forwarding = b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nforwarded: %s\r\n%s" % (
+            self._client, site.scheme, self._forwarded_node, self._identity_line,
+        )  # fmt: skip
         self.deadline = _now() + self.options.header_timeout
         self.site.ticker.add(self)
 
@@ -440,7 +435,6 @@ class HttpServer(asyncio.Protocol):
         self._in_head = True
         self._url = b""
         self._headers = []
-        self._header_bytes = 0
         now = _now()
         self._message_start = now
         if self.current is None:
@@ -451,17 +445,11 @@ class HttpServer(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self._url += url
-        if len(self._url) > self.options.max_request_line:
-            raise HttpError(414, "request line too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self._headers
-        headers.append((name, value))
-        self._header_bytes += len(name) + len(value) + 4
-        if len(headers) > self.options.max_headers:
-            raise HttpError(431, f"more than {self.options.max_headers} header fields")
-        if self._header_bytes + len(self._url) > self.options.max_header_bytes:
-            raise HttpError(431, "request header block too large")
+        # Limits are checked once the head is complete (``_exchange``); until then the bytes
+        # read for a head are bounded in data_received.
+        self._headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -503,140 +491,146 @@ class HttpServer(asyncio.Protocol):
             if exchange.client is not None and not exchange.response_started:
                 self.state = _UPSTREAM
                 self.deadline = _now() + self.options.upstream_timeout
-            self._update_reading()
+            if not self.reading:
+                self._update_reading()
 
     # -- the request -------------------------------------------------------------------------------
 
     def _exchange(self) -> Exchange:
-        """Check the head just parsed and build the exchange with its upstream head."""
+        """Check the head just parsed and build the exchange with its upstream head.
+
+        The common case costs one pass over the headers: every field the rewrite does not look at
+        is copied as it came; the rare ones (a ``Connection`` naming other fields, forwarding
+        headers from the client) take a second, slower pass."""
         parser = self.parser
         site = self.site
+        options = self.options
         version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             raise HttpError(505, f"HTTP/{version} is not supported (HTTP/1.1 and HTTP/1.0 are)")
         method: bytes = parser.get_method()
         if method == b"CONNECT":
             raise HttpError(405, "CONNECT is not supported")
+        headers = self._headers
+        target = self._url
+        if len(target) > options.max_request_line:
+            raise HttpError(414, "request line too long")
+        if len(headers) > options.max_headers:
+            raise HttpError(431, f"more than {options.max_headers} header fields")
+        if self._head_received > options.max_header_bytes and (
+            sum(len(n) + len(v) + 4 for n, v in headers) + len(target) > options.max_header_bytes
+        ):
+            raise HttpError(431, "request header block too large")
+
+        parts = [b""]  # the request line goes first, once the target is known
+        special: list[tuple[bytes, bytes]] | None = None
+        for name, value in headers:
+            lower = name.lower()
+            if lower in _SPECIAL:
+                if special is None:
+                    special = []
+                special.append((lower, value))
+            else:
+                parts += (name, b": ", value, b"\r\n")
+
         exchange = Exchange()
         exchange.method = method
         exchange.method_label = h.KNOWN_METHODS.get(method, "OTHER")
         exchange.is_head = method == b"HEAD"
-        exchange.version11 = version == "1.1"
+        exchange.version11 = version11 = version == "1.1"
         exchange.started = self._message_start
         exchange.close_after = site.draining
-        target = self._url
-        exchange.target = target
-
         host: bytes | None = None
-        hosts = 0
-        connection: list[bytes] = []
-        chunked = False
-        content_length = 0
         request_id = b""
-        xff: list[bytes] = []
-        forwarded: list[bytes] = []
-        proto = b""
-        upgrade = b""
-        kept: list[tuple[bytes, bytes, bytes]] = []
-        for name, value in self._headers:
-            lower = name.lower()
-            if lower not in _SPECIAL:
-                kept.append((lower, name, value))
-            elif lower == b"host":
-                hosts += 1
-                host = value
-            elif lower == b"connection":
-                connection += h.connection_tokens(value)
-            elif lower == b"content-length":
-                content_length = int(value)  # llhttp checked its syntax and uniqueness
-                kept.append((lower, name, value))
-            elif lower == b"transfer-encoding":
-                chunked = True  # llhttp checked that chunked is last
-            elif lower == h.REQUEST_ID:
-                request_id = value
-            elif lower == h.X_FORWARDED_FOR:
-                xff.append(value)
-            elif lower == h.FORWARDED:
-                forwarded.append(value)
-            elif lower == h.X_FORWARDED_PROTO:
-                proto = value
-            elif lower == b"upgrade":
-                upgrade = value
-            # CLIENT_IDENTITY and the other hop-by-hop fields are dropped
+        tail = self._forwarding
+        if special is not None:
+            hosts = 0
+            connection: list[bytes] = []
+            xff: list[bytes] = []
+            forwarded: list[bytes] = []
+            proto = b""
+            upgrade = b""
+            for lower, value in special:
+                if lower == b"host":
+                    hosts += 1
+                    host = value
+                elif lower == b"content-length":
+                    exchange.body_expected = value != b"0"  # llhttp checked its syntax and uniqueness
+                    parts += (b"content-length", b": ", value, b"\r\n")
+                elif lower == b"transfer-encoding":
+                    exchange.chunked = exchange.body_expected = True  # llhttp: chunked is last
+                elif lower == b"connection":
+                    connection += h.connection_tokens(value)
+                elif lower == h.REQUEST_ID:
+                    request_id = value
+                elif lower == h.X_FORWARDED_FOR:
+                    xff.append(value)
+                elif lower == h.FORWARDED:
+                    forwarded.append(value)
+                elif lower == h.X_FORWARDED_PROTO:
+                    proto = value
+                elif lower == b"upgrade":
+                    upgrade = value
+                # the caller-identity header and the other hop-by-hop fields are dropped
+            if hosts > 1:
+                raise HttpError(400, "more than one Host header")
+            if host is not None and not h.valid_host(host):
+                raise HttpError(400, "invalid Host header")
+            if connection:
+                nominated = {t for t in connection if t not in (b"close", b"keep-alive", b"upgrade")}
+                if nominated:
+                    parts = _without(parts, nominated)
+                if upgrade and b"upgrade" in connection:
+                    exchange.upgrade = True
+                    parts += (b"upgrade: ", upgrade, b"\r\nconnection: upgrade\r\n")
+            if (xff or forwarded or proto) and site.trust_forwarded:
+                tail = self._forwarding_after(xff, forwarded, proto)
+        if exchange.chunked:
+            parts.append(b"transfer-encoding: chunked\r\n")
+        exchange.retryable = not exchange.body_expected and method in h.IDEMPOTENT
 
-        if hosts > 1:
-            raise HttpError(400, "more than one Host header")
-        if host is not None and not h.valid_host(host):
-            raise HttpError(400, "invalid Host header")
         if target[:1] != b"/":
             if target == b"*" and method == b"OPTIONS":
                 pass
             elif target[:7].lower() == b"http://" or target[:8].lower() == b"https://":
                 url = parse_url(target)
-                authority = url.host + (b":%d" % url.port if url.port else b"")
-                host = authority
+                host = url.host + (b":%d" % url.port if url.port else b"")
                 target = (url.path or b"/") + (b"?" + url.query if url.query else b"")
             else:
                 raise HttpError(400, "invalid request target")
-        if host is None and exchange.version11:
+        if host is None and version11:
             raise HttpError(400, "missing Host header")
-        exchange.chunked = chunked
-        exchange.body_expected = chunked or content_length > 0
-        exchange.retryable = not exchange.body_expected and method in h.IDEMPOTENT
-        exchange.upgrade = bool(upgrade) and b"upgrade" in connection
 
-        name = (host or b"").lower()
-        colon = name.rfind(b":")
-        if colon > name.rfind(b"]"):
-            name = name[:colon]
-        upstreams = site.route(name)
+        upstreams = site.fixed
         if upstreams is None:
-            raise HttpError(404, f"no service for host {name.decode('latin-1')!r}")
+            name = (host or b"").lower()
+            colon = name.rfind(b":")
+            if colon > name.rfind(b"]"):
+                name = name[:colon]
+            upstreams = site.route(name)
+            if upstreams is None:
+                raise HttpError(404, f"no service for host {name.decode('latin-1')!r}")
         exchange.upstreams = upstreams
         exchange.service = upstreams.name
         upstreams.stats.in_flight += 1
 
-        if request_id and h.valid_request_id(request_id):
-            exchange.request_id = request_id.decode()
-        else:
-            exchange.request_id = request_id_text = site.ids.next()
-            request_id = request_id_text.encode()
-
-        nominated = [t for t in connection if t not in (b"close", b"keep-alive", b"upgrade")]
-        parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-        if host is not None:
-            parts += (b"host: ", host, b"\r\n")
-        else:
-            parts += (b"host: ", upstreams.name.encode(), b"\r\n")
-        for lower, name_, value in kept:
-            if nominated and lower in nominated:
-                continue
-            parts += (name_, b": ", value, b"\r\n")
-        if chunked:
-            parts.append(b"transfer-encoding: chunked\r\n")
-        if exchange.upgrade:
-            parts += (b"upgrade: ", upgrade, b"\r\nconnection: upgrade\r\n")
-        client = self.client_address.encode()
-        if site.trust_forwarded:
-            xff.append(client)
-            parts += (b"x-forwarded-for: ", b", ".join(xff), b"\r\n")
-            parts += (b"x-forwarded-proto: ", proto or site.scheme, b"\r\n")
-            forwarded.append(
-                b"for=%s;proto=%s" % (h.forwarded_for(self.client_address).encode(), site.scheme)
-            )
-            parts += (b"forwarded: ", b", ".join(forwarded), b"\r\n")
-        else:
-            parts += (b"x-forwarded-for: ", client, b"\r\nx-forwarded-proto: ", site.scheme, b"\r\n")
-            parts += (
-                b"forwarded: for=%s;proto=%s\r\n"
-                % (h.forwarded_for(self.client_address).encode(), site.scheme),
-            )
-        parts += (b"x-request-id: ", request_id, b"\r\n")
-        if self.peer_id:
-            parts += (b"x-meshgate-client-identity: ", self.peer_id, b"\r\n")
-        parts.append(b"\r\n")
+        if not request_id or not h.valid_request_id(request_id):
+            request_id = site.ids.next()
+        exchange.request_id = request_id
+        parts[0] = b"%s %s HTTP/1.1\r\nhost: %s\r\n" % (method, target, host or upstreams.name.encode())
+        parts += (tail, b"x-request-id: ", request_id, b"\r\n\r\n")
+        exchange.target = target
         exchange.head = b"".join(parts)
         return exchange
+
+    def _forwarding_after(self, xff: list[bytes], forwarded: list[bytes], proto: bytes) -> bytes:
+        """The forwarding lines when a trusted client sent its own: ours are appended to theirs."""
+        scheme = self.site.scheme
+        xff.append(self._client)
+        forwarded.append(self._forwarded_node)
+        return b"x-forwarded-for: %s\r\nx-forwarded-proto: %s\r\nforwarded: %s\r\n%s" % (
+            b", ".join(xff), proto or scheme, b", ".join(forwarded), self._identity_line,
+        )  # fmt: skip
 
     def _start(self, exchange: Exchange) -> None:
         self.current = exchange
@@ -703,6 +697,7 @@ class HttpServer(asyncio.Protocol):
         cluster.acquire(endpoint)
         exchange.cluster = cluster
         exchange.endpoint = endpoint
+        exchange.upstream_label = client.label
         exchange.client = client
         client.bind(self, exchange)
         out = client.out
@@ -751,36 +746,41 @@ class HttpServer(asyncio.Protocol):
             return
         exchange.status = status
         exchange.response_started = True
-        connection: list[bytes] = []
-        chunked = False
-        has_length = False
-        kept: list[tuple[bytes, bytes, bytes]] = []
-        upgrade = b""
+        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, "").encode())]
+        special: list[tuple[bytes, bytes]] | None = None
         for name, value in headers:
             lower = name.lower()
-            if lower not in _RESPONSE_SPECIAL:
-                kept.append((lower, name, value))
-            elif lower == b"content-length":
-                has_length = True
-                kept.append((lower, name, value))
-            elif lower == b"connection":
-                connection += h.connection_tokens(value)
-            elif lower == b"transfer-encoding":
-                chunked = True
-            elif lower == b"upgrade":
-                upgrade = value
-        nominated = [t for t in connection if t not in (b"close", b"keep-alive", b"upgrade")]
-        parts = [b"HTTP/1.1 %d " % status, reason or REASONS.get(status, "").encode(), b"\r\n"]
-        for lower, name, value in kept:
-            if nominated and lower in nominated:
-                continue
-            if chunked and lower == b"content-length":
-                continue  # Transfer-Encoding wins (RFC 9112 6.3)
-            parts += (name, b": ", value, b"\r\n")
-        no_body = exchange.is_head or status == 204 or status == 304 or status == 101
+            if lower in _RESPONSE_SPECIAL:
+                if special is None:
+                    special = []
+                special.append((lower, value))
+            else:
+                parts += (name, b": ", value, b"\r\n")
+        chunked = False
+        length = b""
+        upgrade = b""
+        if special is not None:
+            connection: list[bytes] = []
+            for lower, value in special:
+                if lower == b"content-length":
+                    length = value
+                elif lower == b"transfer-encoding":
+                    chunked = True
+                elif lower == b"connection":
+                    connection += h.connection_tokens(value)
+                elif lower == b"upgrade":
+                    upgrade = value
+            if connection and connection != [b"keep-alive"]:
+                nominated = {t for t in connection if t not in (b"close", b"keep-alive", b"upgrade")}
+                if nominated:
+                    parts = _without(parts, nominated)
+        if length and not chunked:  # with Transfer-Encoding, Content-Length is ignored (RFC 9112 6.3)
+            parts += (b"content-length: ", length, b"\r\n")
         if status == 101:
-            parts += (b"upgrade: ", upgrade, b"\r\nconnection: upgrade\r\n")
-        elif not no_body and (chunked or not has_length):
+            parts += (b"upgrade: ", upgrade, b"\r\nconnection: upgrade\r\n\r\n")
+            self.out.append(b"".join(parts))
+            return
+        if not (exchange.is_head or status == 204 or status == 304) and (chunked or not length):
             if not chunked:
                 exchange.response_close_delimited = True  # ends when the upstream closes
             if exchange.version11:
@@ -790,17 +790,14 @@ class HttpServer(asyncio.Protocol):
                 exchange.close_after = True  # an HTTP/1.0 client reads until we close
         if self.site.extra_response:
             parts.append(self.site.extra_response)
-        if status != 101:
-            closing = exchange.close_after or not exchange.keep_alive or not exchange.request_done
-            if closing or exchange.upgrade:
-                exchange.close_after = True
-                parts.append(b"connection: close\r\n")
-            elif not exchange.version11:
-                parts.append(b"connection: keep-alive\r\n")
-        parts.append(b"\r\n")
+        if exchange.close_after or not exchange.keep_alive or not exchange.request_done or exchange.upgrade:
+            exchange.close_after = True
+            parts.append(b"connection: close\r\n\r\n")
+        elif not exchange.version11:
+            parts.append(b"connection: keep-alive\r\n\r\n")
+        else:
+            parts.append(b"\r\n")
         self.out.append(b"".join(parts))
-        if status == 101:
-            return
         self.state = _RESPONSE
         exchange.mark = exchange.bytes_from_upstream + exchange.bytes_in
         self.deadline = _now() + self.options.stall_timeout
@@ -923,14 +920,11 @@ class HttpServer(asyncio.Protocol):
         stats.finished(exchange.method_label, exchange.status, zone, now - exchange.started)
         access_log = self.site.access_log
         if access_log is not None and access_log.wanted(exchange.status):
-            access_log.log({
-                "id": exchange.request_id, "listener": self.site.name, "service": exchange.service,
-                "method": exchange.method.decode("latin-1"), "path": exchange.target[:512].decode("latin-1"),
-                "status": exchange.status, "duration_ms": round((now - exchange.started) * 1000, 3),
-                "bytes_in": exchange.bytes_in, "bytes_out": exchange.bytes_out, "client": self.client_address,
-                "identity": self.peer_id.decode(), "upstream": str(endpoint) if endpoint else "", "zone": zone,
-                **({"error": error} if error else {}),
-            })  # fmt: skip
+            access_log.request(
+                exchange.request_id, self.site.name, exchange.service, exchange.method, exchange.target,
+                exchange.status, now - exchange.started, exchange.bytes_in, exchange.bytes_out,
+                self.client_address, self.peer_id, exchange.upstream_label, zone, error,
+            )  # fmt: skip
 
     def _finish(self, exchange: Exchange, *, reusable: bool) -> None:
         """The response is complete: count it, free the upstream, go on with the connection."""
@@ -1002,7 +996,7 @@ class HttpServer(asyncio.Protocol):
             client.unbind()
             client.transport.abort()
         exchange.status = status
-        self.out.append(error_response(status, cause, exchange.request_id))
+        self.out.append(error_response(status, cause, exchange.request_id.decode()))
         self._record(exchange, cause)
         self._release(exchange)
         self.current = None
@@ -1025,9 +1019,9 @@ class HttpServer(asyncio.Protocol):
         if exchange is not None and exchange.upstreams is not None:
             stats = exchange.upstreams.stats
         stats.refusal(status)
-        request_id = self.site.ids.next()
+        request_id = self.site.ids.next().decode()
         if exchange is not None:
-            request_id = exchange.request_id or request_id
+            request_id = exchange.request_id.decode() or request_id
             if exchange.response_started:
                 self._abort_exchange(exchange, cause)
                 self._close()
@@ -1035,10 +1029,16 @@ class HttpServer(asyncio.Protocol):
             exchange.status = status
             self._abort_exchange(exchange, cause)
         if self.site.access_log is not None and self.site.access_log.wanted(status):
-            self.site.access_log.log({
-                "id": request_id, "listener": self.site.name, "status": status, "error": cause,
-                "client": self.client_address, "identity": self.peer_id.decode(),
-            })  # fmt: skip
+            self.site.access_log.log(
+                {
+                    "id": request_id,
+                    "listener": self.site.name,
+                    "status": status,
+                    "error": cause,
+                    "client": self.client_address,
+                    "identity": self.peer_id.decode(),
+                }
+            )  # fmt: skip (refusals: rare, the generic path)
         self._drop_queue()
         self.out.append(error_response(status, cause, request_id))
         self._close_when_written()

@@ -56,9 +56,12 @@ class HttpUpstreams:
     def release(self, client: HttpClient, now: float) -> None:
         """Keep ``client`` for the next request to its endpoint (or close it: pool full)."""
         client.unbind()
-        pool = self.pools.get(client.endpoint)
+        pool = client.pool
         if pool is None:
-            pool = self.pools[client.endpoint] = []
+            pool = self.pools.get(client.endpoint)
+            if pool is None:
+                pool = self.pools[client.endpoint] = []
+            client.pool = pool
         if len(pool) >= self.options.pool_max_idle or client.lost:
             client.transport.close()
             return
@@ -85,7 +88,7 @@ class HttpUpstreams:
     def sweep(self, now: float) -> None:
         """Close pooled connections idle for longer than ``pool_idle_timeout``."""
         limit = now - self.options.pool_idle_timeout
-        for endpoint, pool in list(self.pools.items()):
+        for pool in list(self.pools.values()):
             keep = []
             for client in pool:
                 if client.lost:
@@ -94,17 +97,14 @@ class HttpUpstreams:
                     client.transport.close()
                 else:
                     keep.append(client)
-            if keep:
-                pool[:] = keep
-            else:
-                del self.pools[endpoint]
+            pool[:] = keep  # emptied, not dropped: idle clients' ``pool`` is this list
 
     def close(self) -> None:
         """Close every pooled connection (the upstreams are being replaced or stopped)."""
         for pool in self.pools.values():
             for client in pool:
                 client.transport.close()
-        self.pools.clear()
+            pool.clear()
 
     @property
     def idle_connections(self) -> int:
