@@ -517,9 +517,9 @@ class HttpServer(asyncio.Protocol):
             raise HttpError(414, "request line too long")
         if len(headers) > options.max_headers:
             raise HttpError(431, f"more than {options.max_headers} header fields")
-        if self._head_received > options.max_header_bytes and (
-            sum(len(n) + len(v) + 4 for n, v in headers) + len(target) > options.max_header_bytes
-        ):
+        # Not guarded by ``_head_received``: it is reset before this runs, and a head pipelined
+        # behind another one in the same read is not counted in it.
+        if sum(len(n) + len(v) + 4 for n, v in headers) + len(target) > options.max_header_bytes:
             raise HttpError(431, "request header block too large")
 
         parts = [b""]  # the request line goes first, once the target is known
