@@ -577,7 +577,11 @@ class HttpServer(asyncio.Protocol):
             if host is not None and not h.valid_host(host):
                 raise HttpError(400, "invalid Host header")
             if connection:
-                nominated = {t for t in connection if t not in (b"close", b"keep-alive", b"upgrade")}
+                # Content-Length stays whatever Connection says: the body is forwarded as it came,
+                # and without its length the upstream would read it as the next request
+                nominated = {
+                    t for t in connection if t not in (b"close", b"keep-alive", b"upgrade", b"content-length")
+                }
                 if nominated:
                     parts = _without(parts, nominated)
                 if upgrade and b"upgrade" in connection:
