@@ -23,17 +23,26 @@ import os
 import random
 import re
 import socket
+import ssl
 import subprocess
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from meshgate.pki.ca import CertificateAuthority
+from meshgate.pki.keys import (
+    certificate_from_pem,
+    certificate_to_pem,
+    private_key_from_pem,
+    private_key_to_pem,
+)
 from tests.support.factories import doc
 from tests.support.http_workload import (
     HttpWorkload,
@@ -50,6 +59,7 @@ from tests.support.http_workload import (
 )
 from tests.support.processes import Admin, GlobalCPProcess, ZoneCPProcess, wait_for
 from tests.support.proxies import ProxyProcess
+from tests.unit.pki.pki_certs import leaf_for
 from zones.state import ProxyState
 
 pytestmark = pytest.mark.slow
@@ -339,6 +349,60 @@ def test_the_workload_sees_the_callers_verified_identity_never_a_forged_one(mesh
     assert forged not in received.raw_head.decode()
 
 
+def mesh_client(mesh: Mesh, spiffe_id: str) -> ssl.SSLContext:
+    """A TLS client context with a mesh certificate for ``spiffe_id`` (from zone one's CA)."""
+    pki = mesh.zone.data_dir / "pki"
+    root = certificate_from_pem((pki / "root.pem").read_bytes())
+    zone = CertificateAuthority(
+        certificate_from_pem((pki / "intermediate.pem").read_bytes()),
+        private_key_from_pem((pki / "intermediate.key").read_bytes()),
+        (root,),
+    )
+    leaf, key = leaf_for(zone, spiffe_id, now=datetime.now(UTC))
+    directory = mesh.root / f"client-{uuid.uuid4().hex[:8]}"
+    directory.mkdir()
+    (directory / "cert.pem").write_bytes(b"".join(certificate_to_pem(c) for c in zone.presented_chain(leaf)))
+    (directory / "key.pem").write_bytes(private_key_to_pem(key))
+    context = ssl.create_default_context(cadata=certificate_to_pem(root).decode())
+    context.check_hostname = False  # the server is checked by its SPIFFE ID in the mesh, not a DNS name
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context
+
+
+def test_the_inbound_sets_the_peers_identity_over_a_forged_one_and_refuses_bad_framing(mesh: Mesh) -> None:
+    """Straight to web-1's inbound with a valid mesh certificate of a: what an authenticated but
+    hostile peer sends is checked there too."""
+    identity = ProxyState(mesh.a1.data_dir).load_identity()
+    assert identity is not None
+    context = mesh_client(mesh, identity.spiffe_id)
+    port = int(mesh.proxies["web-1"].config["inbound"]["port"])
+    td = identity.spiffe_id.split("/")[2]
+
+    def exchange(data: bytes) -> tuple[Response, bool]:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+            context.wrap_socket(raw, server_hostname="web.one.svc.meshgate") as tls,
+        ):
+            tls.sendall(data)
+            response = Reader(tls).response()
+            return response, closed_within(tls, 3)
+
+    tag = uuid.uuid4().hex
+    forged = f"spiffe://{td}/svc/admin"
+    response, _ = exchange(
+        f"GET /echo?tag={tag} HTTP/1.1\r\nHost: web\r\nX-Meshgate-Client-Identity: {forged}\r\n\r\n".encode()
+    )
+    assert response.status == 200
+    (received,) = mesh.web.find(lambda r: r.target == f"/echo?tag={tag}")
+    assert received.all("x-meshgate-client-identity") == [identity.spiffe_id]
+    before = mesh.web.snapshot()
+    response, closed = exchange(REFUSED["conflicting-content-length"][0])
+    assert (response.status, closed) == (400, True)
+    response, closed = exchange(REFUSED["obs-fold"][0])
+    assert (response.status, closed) == (400, True)
+    assert mesh.web.since(before) == []
+
+
 def test_hop_by_hop_fields_are_removed_and_forwarding_fields_added(mesh: Mesh) -> None:
     body, received = echo(
         mesh,
@@ -378,6 +442,27 @@ def test_hop_by_hop_fields_are_removed_and_forwarding_fields_added(mesh: Mesh) -
     # A caller's own request id is kept end to end.
     _, mine = echo(mesh, "X-Request-Id: caller-chosen-id.1")
     assert mine.all("x-request-id") == ["caller-chosen-id.1"]
+
+
+def test_a_connection_header_naming_content_length_cannot_smuggle_a_request(mesh: Mesh) -> None:
+    """``Connection: Content-Length`` must not strip the length the body is framed by: the upstream
+    would read the body as a request of its own, one that no proxy saw or accounted for."""
+    tag = uuid.uuid4().hex
+    inner = f"GET /smuggled-{tag} HTTP/1.1\r\nHost: web\r\n\r\n".encode()
+    with socket.create_connection(("127.0.0.1", mesh.ports["web"]), timeout=10) as sock:
+        sock.sendall(
+            b"POST /upload HTTP/1.1\r\nHost: web\r\nContent-Length: %d\r\nConnection: keep-alive, Content-Length\r\n\r\n"
+            % len(inner)
+            + inner
+        )
+        reader = Reader(sock)
+        response = reader.response()
+        assert response.json() == {"bytes": len(inner), "sha256": hashlib.sha256(inner).hexdigest()}
+        sock.sendall(f"GET /after-{tag} HTTP/1.1\r\nHost: web\r\n\r\n".encode())
+        assert reader.response().text == f"ok /after-{tag}\n"
+    assert [r.path for r in mesh.web.find(lambda r: tag in r.target)] == [f"/after-{tag}"]
+    (upload,) = mesh.web.find(lambda r: r.body_start == inner)
+    assert upload.header("content-length") == str(len(inner))
 
 
 def test_the_mesh_outbound_routes_by_host_and_answers_404_for_unknown_hosts(mesh: Mesh) -> None:
