@@ -1,6 +1,6 @@
 """The HTTP/1.1 engine with real processes: a global CP, one zone CP, local proxies enrolled with
 join tokens, a recording HTTP workload, and real clients (curl, wrk, raw sockets for hostile
-input). One mesh serves the whole module; tests run in file order.
+input). One mesh serves the whole module.
 
 Zone ``one`` has the HTTP services ``a`` (the caller), ``web`` (the recording workload behind its
 local proxy ``web-1``), ``down`` (a workload that is stopped in a test; its proxy checks health
