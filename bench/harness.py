@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol, TypeVar
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -260,31 +261,45 @@ class Profiler:
 
     def summary(self, top: int = 25) -> dict[str, Any]:
         """Samples by function: where the process was (self) and what was on the stack (total)."""
-        own: Counter[str] = Counter()
-        total: Counter[str] = Counter()
-        samples = 0
-        if not self.out.exists():
-            return {"samples": 0, "self": [], "total": []}
-        for line in self.out.read_text(errors="replace").splitlines():
-            stack, _, count_text = line.rpartition(" ")
-            if not stack or not count_text.isdigit():
-                continue
-            count = int(count_text)
-            frames = [_function(frame) for frame in stack.split(";") if frame and not _plumbing(frame)]
-            if not frames:
-                frames = ["(event loop: uvloop, I/O, TLS)" if "runners.py" in stack else "(thread idle)"]
-            samples += count
-            own[frames[-1]] += count
-            for name in set(frames):
-                total[name] += count
+        return summarise_stacks(self.out, top)
 
-        def share(counter: Counter[str]) -> list[dict[str, Any]]:
-            return [
-                {"function": name, "samples": n, "percent": round(100 * n / max(samples, 1), 1)}
-                for name, n in counter.most_common(top)
-            ]
 
-        return {"samples": samples, "self": share(own), "total": share(total)}
+def summarise_stacks(path: Path, top: int = 25, plumbing: Sequence[str] = ()) -> dict[str, Any]:
+    """py-spy's collapsed stacks (``--format raw``) by function: own time (the innermost frame)
+    and total time (on the stack), as shares of all samples. ``plumbing``: more frames that carry
+    no information (a node's entry point). A sample with no frame left once the plumbing is
+    dropped is time in the event loop itself (uvloop's C code: polling, I/O, TLS, callbacks)."""
+    own: Counter[str] = Counter()
+    total: Counter[str] = Counter()
+    samples = 0
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return {"samples": 0, "self": [], "total": []}
+    for line in text.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [
+            _function(frame)
+            for frame in stack.split(";")
+            if frame and not _plumbing(frame) and not any(part in frame for part in plumbing)
+        ]
+        if not frames:
+            frames = ["(event loop: uvloop, I/O, TLS)" if "runners.py" in stack else "(thread idle)"]
+        samples += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            total[name] += count
+
+    def share(counter: Counter[str]) -> list[dict[str, Any]]:
+        return [
+            {"function": name, "samples": n, "percent": round(100 * n / max(samples, 1), 1)}
+            for name, n in counter.most_common(top)
+        ]
+
+    return {"samples": samples, "self": share(own), "total": share(total)}
 
 
 _PLUMBING = (
@@ -312,6 +327,28 @@ def _function(frame: str) -> str:
     parts = Path(path).parts
     short = "/".join(parts[-2:]) if len(parts) >= 2 else path
     return f"{name} ({short})" if where else name
+
+
+# --- running -------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def terminate_as_exit() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C does, so every process a run started is stopped."""
+
+    def exit_now(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, exit_now)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def say(message: str) -> None:
+    """A progress line on stderr, with the time."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # --- results -------------------------------------------------------------------------------------

@@ -18,16 +18,14 @@ import http.client
 import json
 import os
 import resource
-import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 from bench.harness import (
@@ -40,6 +38,9 @@ from bench.harness import (
     median,
     peak_rss_bytes,
     rss_bytes,
+    say,
+    summarise_stacks,
+    terminate_as_exit,
     utc_stamp,
     workdir,
     write_results,
@@ -166,11 +167,11 @@ def run(params: Params) -> dict[str, Any]:
     missing = missing_binaries()
     if missing:
         raise RuntimeError(f"the http benchmark needs {', '.join(missing)} (apt: nginx haproxy wrk)")
-    _say(f"machine: {record['machine']['cpus']} CPUs, load {record['machine']['loadavg_at_start']}")
-    _say(f"pinning: {pinning.describe()}")
+    say(f"machine: {record['machine']['cpus']} CPUs, load {record['machine']['loadavg_at_start']}")
+    say(f"pinning: {pinning.describe()}")
     owned = Owned()
     own_cpus = os.sched_getaffinity(0)
-    with _terminate_as_exit(), workdir(SCENARIO, keep=params.keep) as root:
+    with terminate_as_exit(), workdir(SCENARIO, keep=params.keep) as root:
         try:
             if pinning.load is not None:
                 os.sched_setaffinity(0, pinning.load)
@@ -196,24 +197,6 @@ def run(params: Params) -> dict[str, Any]:
     return record
 
 
-@contextlib.contextmanager
-def _terminate_as_exit() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C does, so every process this run started is stopped."""
-
-    def exit_now(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, exit_now)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
@@ -228,7 +211,7 @@ def _scenario(
     ports = Ports(nginx=nginx_port, meshgate=meshgate_port, haproxy=haproxy_port)
     record["setup"]["ports"] = asdict(ports)
 
-    _say("starting nginx, the meshgate node and HAProxy")
+    say("starting nginx, the meshgate node and HAProxy")
     nginx_argv_ = nginx_argv(nginx_config(root, ports.nginx), root)
     nginx = owned.add(Proc("nginx", nginx_argv_, root / "nginx.log", cpus=pinning.load))
     wait_until(lambda: listening(ports.nginx), timeout=START_TIMEOUT, what="nginx to listen")
@@ -253,11 +236,11 @@ def _scenario(
     time.sleep(1.0)
     record["rss"] = {name: {"idle_bytes": rss_bytes(proc.pid)} for name, proc in procs.items()}
 
-    _say("checking one request through each proxy")
+    say("checking one request through each proxy")
     record["check"] = {name: _check(hop) for name, hop in hops.items()}
 
     warmup = 1 if params.quick else WARMUP_SECONDS
-    _say(f"warming up each proxy ({warmup} s of wrk, not measured)")
+    say(f"warming up each proxy ({warmup} s of wrk, not measured)")
     record["warmup"] = {}
     for name, hop in hops.items():
         result = _wrk_round(hop, nginx, warmup, params.connections, pinning, root, f"warmup-{name}")
@@ -266,7 +249,7 @@ def _scenario(
             raise RuntimeError(f"wrk does not get through {name}: {result['error']}")
         if result["requests"] == 0 or result["non_2xx_3xx"] == result["requests"]:
             raise RuntimeError(f"no successful request through {name} during the warm-up")
-        _say(f"  {name}: {result['rps']:.0f} requests/s")
+        say(f"  {name}: {result['rps']:.0f} requests/s")
 
     rounds: list[dict[str, Any]] = []
     record["rounds"] = rounds
@@ -283,9 +266,9 @@ def _scenario(
             result["warmup"] = _brief(warm)
             rounds.append(result)
             if result.get("error"):
-                _say(f"round {i + 1} {name}: FAILED: {result['error']}")
+                say(f"round {i + 1} {name}: FAILED: {result['error']}")
             else:
-                _say(
+                say(
                     f"round {i + 1} {name}: {result['rps']:.0f} requests/s, p50 {result['p50_s'] * 1e3:.2f} ms, "
                     f"p99 {result['p99_s'] * 1e3:.2f} ms, {result['cpu_us_per_request']:.1f} CPU us/request, "
                     f"errors {result['socket_errors_total']}, non-2xx/3xx {result['non_2xx_3xx']}"
@@ -304,7 +287,7 @@ def _scenario(
     record["haproxy_server"] = haproxy_server_stats(root)
     for hop in hops.values():  # stopped now so that meshgate's stats file is written
         if hop.proc.stop(10) is None:
-            _say(f"{hop.name} did not exit within 10 s of SIGTERM")
+            say(f"{hop.name} did not exit within 10 s of SIGTERM")
 
 
 def _threads(pid: int) -> int:
@@ -522,13 +505,13 @@ def _profile(
     results): one recorded as speedscope, one as collapsed stacks (summarised here by function)
     with a few ``py-spy dump``s of the running process on the side."""
     if not Profiler.available():
-        _say("--profile: py-spy is not installed (pip install py-spy); skipping the profile")
+        say("--profile: py-spy is not installed (pip install py-spy); skipping the profile")
         return {"skipped": "py-spy not found"}
     out.mkdir(parents=True, exist_ok=True)
     pid, seconds = hop.proc.pid, params.seconds
     profile: dict[str, Any] = {"dir": _shown(out), "rate_hz": PROFILE_RATE, "seconds": seconds}
 
-    _say(f"profile: meshgate under py-spy record --format speedscope ({seconds} s)")
+    say(f"profile: meshgate under py-spy record --format speedscope ({seconds} s)")
     speedscope = out / "meshgate.speedscope.json"
     spy = subprocess.Popen(
         ["py-spy", "record", "--pid", str(pid), "--rate", str(PROFILE_RATE), "--format", "speedscope",
@@ -545,7 +528,7 @@ def _profile(
             spy.wait()
     profile["speedscope"] = {"file": _shown(speedscope), "round_under_profiler": _brief(result)}
 
-    _say(f"profile: meshgate under py-spy record --format raw ({seconds} s), with py-spy dumps")
+    say(f"profile: meshgate under py-spy record --format raw ({seconds} s), with py-spy dumps")
     collapsed = out / "meshgate.collapsed.txt"
     dumps = out / "meshgate.dumps.txt"
     profiler = Profiler(pid, collapsed, rate=PROFILE_RATE).start()
@@ -576,7 +559,7 @@ def _profile(
         "file": _shown(collapsed),
         "dumps": _shown(dumps),
         "round_under_profiler": _brief(raw_round),
-        **summarise_stacks(collapsed, PROFILE_TOP),
+        **summarise_stacks(collapsed, PROFILE_TOP, _NODE_PLUMBING),
     }
     return profile
 
@@ -592,54 +575,5 @@ def _brief(result: Mapping[str, Any]) -> dict[str, Any]:
     return {key: result[key] for key in keys if key in result}
 
 
-#: frames on every stack of the node (process start, the event loop's entry): no information
-_PLUMBING: Final = (
-    "<frozen runpy>",
-    "asyncio/runners.py",
-    "uvloop/__init__.py",
-    "bench/http_node.py",
-    "http_node.py",
-)
-
-
-def summarise_stacks(path: Path, top: int) -> dict[str, Any]:
-    """py-spy's collapsed stacks by function: own time (the innermost frame) and total time (on
-    the stack), as shares of all samples. A sample with no frame left once the plumbing is
-    dropped is time in the event loop itself (uvloop's C code: polling, reading, writing,
-    calling back) and counts as ``(event loop: uvloop, I/O)``."""
-    own: Counter[str] = Counter()
-    total: Counter[str] = Counter()
-    samples = 0
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return {"samples": 0, "self": [], "total": []}
-    for line in text.splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        count = int(count_text)
-        frames = [_function(f) for f in stack.split(";") if f and not any(p in f for p in _PLUMBING)]
-        if not frames:
-            frames = ["(event loop: uvloop, I/O)"]
-        samples += count
-        own[frames[-1]] += count
-        for name in set(frames):
-            total[name] += count
-
-    def share(counter: Counter[str]) -> list[dict[str, Any]]:
-        return [
-            {"function": name, "samples": n, "percent": round(100 * n / max(samples, 1), 1)}
-            for name, n in counter.most_common(top)
-        ]
-
-    return {"samples": samples, "self": share(own), "total": share(total)}
-
-
-def _function(frame: str) -> str:
-    """``name (path/to/module.py:123)`` -> ``name (to/module.py)``: one entry per function."""
-    name, _, where = frame.partition(" (")
-    path = where.rstrip(")").rsplit(":", 1)[0]
-    parts = Path(path).parts
-    short = "/".join(parts[-2:]) if len(parts) >= 2 else path
-    return f"{name} ({short})" if where else name
+#: frames on every stack of the node besides the harness's (its entry point): no information
+_NODE_PLUMBING: Final = ("bench/http_node.py", "http_node.py")

@@ -18,16 +18,14 @@ import gzip
 import json
 import os
 import resource
-import signal
 import ssl
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import Any, Final
 
 from bench.harness import (
@@ -37,6 +35,8 @@ from bench.harness import (
     median,
     peak_rss_bytes,
     rss_bytes,
+    say,
+    terminate_as_exit,
     utc_stamp,
     workdir,
     write_results,
@@ -149,11 +149,11 @@ def run(params: Params) -> dict[str, Any]:
             },
         },
     }
-    _say(f"machine: {record['machine']['cpus']} CPUs, load {record['machine']['loadavg_at_start']}")
-    _say(f"pinning: {pinning.describe()}")
+    say(f"machine: {record['machine']['cpus']} CPUs, load {record['machine']['loadavg_at_start']}")
+    say(f"pinning: {pinning.describe()}")
     owned = Owned()
     own_cpus = os.sched_getaffinity(0)
-    with _terminate_as_exit(), workdir(SCENARIO, keep=params.keep) as root:
+    with terminate_as_exit(), workdir(SCENARIO, keep=params.keep) as root:
         try:
             if pinning.load is not None:
                 os.sched_setaffinity(0, pinning.load)
@@ -176,26 +176,8 @@ def run(params: Params) -> dict[str, Any]:
     return record
 
 
-@contextlib.contextmanager
-def _terminate_as_exit() -> Iterator[None]:
-    """SIGTERM unwinds like Ctrl-C does, so every process this run started is stopped."""
-
-    def exit_now(signum: int, frame: FrameType | None) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, exit_now)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _say(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def _scenario(params: Params, pinning: Pinning, root: Path, owned: Owned, record: dict[str, Any]) -> None:
-    _say("generating the mesh PKI and the chains' configurations")
+    say("generating the mesh PKI and the chains' configurations")
     pki = make_pki(root / "pki")
     p = free_ports(9)
     chains = {
@@ -207,7 +189,7 @@ def _scenario(params: Params, pinning: Pinning, root: Path, owned: Owned, record
     record["setup"]["ports"] = {name: asdict(chain.ports) for name, chain in chains.items()}
     record["setup"]["tls"] = {"meshgate": _meshgate_handshake(pki)}
 
-    _say("starting the proxies (three per chain)")
+    say("starting the proxies (three per chain)")
     for hop in HOPS:
         argv = {"meshgate": meshgate_argv(specs[hop]), "haproxy": haproxy_argv(configs[hop])}
         for name, chain in chains.items():
@@ -235,7 +217,7 @@ def _scenario(params: Params, pinning: Pinning, root: Path, owned: Owned, record
         for name, chain in chains.items()
     }
 
-    _say(
+    say(
         f"checking that iperf3 (control and data connections) gets through both chains ({CHECK_SECONDS} s each)"
     )
     record["check"] = {}
@@ -247,7 +229,7 @@ def _scenario(params: Params, pinning: Pinning, root: Path, owned: Owned, record
         idle_hops = [hop for hop, used in result["cpu_s"].items() if used <= 0]
         if idle_hops:
             raise RuntimeError(f"the {name} chain carried the test without using hop(s) {idle_hops}")
-        _say(f"  {name}: {result['gbit_per_s']:.2f} Gbit/s, every hop busy")
+        say(f"  {name}: {result['gbit_per_s']:.2f} Gbit/s, every hop busy")
 
     rounds: list[dict[str, Any]] = []
     record["rounds"] = rounds
@@ -259,9 +241,9 @@ def _scenario(params: Params, pinning: Pinning, root: Path, owned: Owned, record
             result["round"] = i + 1
             rounds.append(result)
             if result.get("error"):
-                _say(f"round {i + 1} {name}: FAILED: {result['error']}")
+                say(f"round {i + 1} {name}: FAILED: {result['error']}")
             else:
-                _say(
+                say(
                     f"round {i + 1} {name}: {result['gbit_per_s']:.2f} Gbit/s, "
                     f"{result['cpu_s_per_gb']:.2f} CPU s/GB ({result['cpu_total_s']:.1f} s CPU)"
                 )
@@ -280,7 +262,7 @@ def _scenario(params: Params, pinning: Pinning, root: Path, owned: Owned, record
     for name, chain in chains.items():  # stopped now so that meshgate's stats files are written
         for hop, proc in chain.procs.items():
             if proc.stop(10) is None:
-                _say(f"{name} {hop} did not exit within 10 s of SIGTERM")
+                say(f"{name} {hop} did not exit within 10 s of SIGTERM")
 
 
 # --- one iperf3 test through one chain -----------------------------------------------------------
