@@ -28,7 +28,9 @@ available, 502 when connecting fails (after ``connect_attempts`` endpoints) or t
 the protocol or resets before answering, 504 when its response head does not come within
 ``upstream_timeout``. A request that failed on a reused pooled connection before any answer
 (the server closed it meanwhile) is sent once more on a new connection when it is idempotent and
-has no body.
+has no body. A site with ``retry_statuses`` (an edge) also sends an idempotent request without a
+body answered with one of them once more, to an endpoint of another upstream group (another
+zone), while its ``RetryBudget`` allows; the first answer is dropped unread.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from meshgate.proxy.http.access_log import AccessLog
 from meshgate.proxy.http.client import HttpClient
 from meshgate.proxy.http.metrics import HttpStats
 from meshgate.proxy.http.options import HttpOptions
+from meshgate.proxy.http.retry_budget import RetryBudget
 from meshgate.proxy.http.status import REASONS, HttpError, error_response
 from meshgate.proxy.http.ticker import Ticker
 from meshgate.proxy.http.upstreams import HttpUpstreams
@@ -113,8 +116,13 @@ class Site:
         response_headers: list[tuple[str, str]] | None = None,
         upstreams: Callable[[], list[HttpUpstreams]] | None = None,
         fixed: HttpUpstreams | None = None,
+        retry_statuses: frozenset[int] = frozenset(),
+        retry_budget: RetryBudget | None = None,
     ) -> None:
         self.name = name
+        #: statuses after which an idempotent request goes once to another upstream group
+        self.retry_statuses = retry_statuses
+        self.retry_budget = retry_budget
         self.route = route
         #: the one service every request goes to, whatever its Host (``route`` is not called)
         self.fixed = fixed
@@ -645,6 +653,8 @@ class HttpServer(asyncio.Protocol):
             self.deadline = exchange.started + self.options.request_timeout
         upstreams = exchange.upstreams
         assert upstreams is not None
+        if self.site.retry_budget is not None:
+            self.site.retry_budget.request()
         picked = upstreams.pick()
         if picked is None:
             self._upstream_error(exchange, 503, "no_endpoint", f"no healthy endpoint for {upstreams.name!r}")
@@ -747,6 +757,8 @@ class HttpServer(asyncio.Protocol):
             return
         if status == 101 and not exchange.upgrade:
             self.upstream_failed(exchange, "protocol", "101 Switching Protocols to a request without Upgrade")
+            return
+        if status in self.site.retry_statuses and self._retry_elsewhere(exchange):
             return
         exchange.status = status
         exchange.response_started = True
@@ -891,6 +903,31 @@ class HttpServer(asyncio.Protocol):
             self._upstream_error(exchange, 502, "reset", "upstream closed the connection before answering")
         if self.out:
             self.flush()
+
+    def _retry_elsewhere(self, exchange: Exchange) -> bool:
+        """Send ``exchange`` to another upstream group instead of answering with this response."""
+        budget, upstreams = self.site.retry_budget, exchange.upstreams
+        cluster, endpoint, client = exchange.cluster, exchange.endpoint, exchange.client
+        if (
+            not exchange.retryable or exchange.retried or not exchange.request_done
+            or upstreams is None or cluster is None or endpoint is None or client is None
+        ):  # fmt: skip
+            return False
+        cluster.report(endpoint, ok=False)
+        picked = upstreams.pick(cluster.endpoints)
+        if picked is None or budget is None or not budget.allow():
+            return False
+        exchange.retried = True
+        upstreams.stats.retries += 1
+        exchange.client = None
+        client.unbind()
+        client.transport.abort()
+        self._release(exchange)
+        self.state = _CONNECTING
+        self.deadline = _INF
+        self._pause()
+        exchange.task = self.loop.create_task(self._connect(exchange, *picked))
+        return True
 
     async def _reconnect(self, exchange: Exchange) -> None:
         upstreams = exchange.upstreams
