@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from meshgate.proxy.http.metrics import render as render_http
 from meshgate.proxy.stats import Stats
@@ -20,6 +22,10 @@ class Admin:
     ready: Callable[[], bool]
     gauges: Gauges  # process-level values: config version, certificate expiry, zone CP link...
     server: asyncio.Server | None = None
+    #: more exposition lines for /metrics (an edge's BGP metrics)
+    extra_metrics: Callable[[], list[str]] | None = None
+    #: a JSON document for /status (an edge's announcements, sessions and zones)
+    status: Callable[[], dict[str, Any]] | None = None
 
     async def start(self, host: str, port: int) -> int:
         self.server = await asyncio.start_server(self._handle, host, port)
@@ -64,7 +70,12 @@ class Admin:
                 else ("503 Service Unavailable", b"starting\n", "text/plain")
             )
         if path == "/metrics":
-            return "200 OK", render(self.stats, self.gauges()).encode(), "text/plain; version=0.0.4"
+            text = render(self.stats, self.gauges())
+            if self.extra_metrics is not None:
+                text += "".join(line + "\n" for line in self.extra_metrics())
+            return "200 OK", text.encode(), "text/plain; version=0.0.4"
+        if path == "/status" and self.status is not None:
+            return "200 OK", json.dumps(self.status(), indent=1).encode(), "application/json"
         return "404 Not Found", b"/healthz, /readyz, /metrics\n", "text/plain"
 
 

@@ -19,7 +19,7 @@ from meshgate.sync.runner import Closed, run_sink
 from meshgate.sync.sink import Change, Rejected, SinkSession
 from meshgate.sync.versions import content_version
 from zones.enroll import EnrollError, ZoneCP, check_zone_cp, mtls_context, open_channel, renew, request
-from zones.runtime import BadConfig, Runtime, build
+from zones.runtime import BadConfig, build
 from zones.state import Identity, ProxyState
 
 log = logging.getLogger(__name__)
@@ -28,13 +28,16 @@ log = logging.getLogger(__name__)
 class Link:
     def __init__(
         self, zone_cp: ZoneCP, state: ProxyState, identity: Identity, documents: dict[str, dict[str, Any]],
-        version: int, on_config: Callable[[Runtime], None], on_identity: Callable[[Identity], None],
+        version: int, on_config: Callable[[Any], None], on_identity: Callable[[Identity], None],
         cert_ttl: float | None, registration: Callable[[], list[dict[str, Any]]],
+        builder: Callable[[int, dict[str, dict[str, Any]]], Any] = build,
     ) -> None:  # fmt: skip
         self.zone_cp, self.state, self.identity = zone_cp, state, identity
         self.documents, self.version = documents, version
         self._on_config, self._on_identity = on_config, on_identity
         self._cert_ttl, self._registration = cert_ttl, registration
+        #: documents -> the role's runtime (BadConfig refuses the update); edges have their own
+        self._build = builder
         self.connected = False
         self.last_nack = ""
         self._sync = OwnedTask("config-stream")
@@ -63,7 +66,7 @@ class Link:
         for key in change.removals:
             documents.pop(key, None)
         try:
-            runtime = build(change.version, documents)
+            runtime = self._build(change.version, documents)
         except BadConfig as exc:
             self.last_nack = str(exc)
             log.warning("refused a configuration: %s", exc)
