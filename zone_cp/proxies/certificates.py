@@ -1,5 +1,5 @@
-"""Proxy certificates: issued at enrollment (join token) and renewed over mTLS (the current
-certificate), always by this zone's intermediate, for the identity the role implies."""
+"""Proxy and edge certificates: issued at enrollment (join token) and renewed over mTLS (the
+current certificate), always by this zone's intermediate, for the identity the role implies."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 from meshgate.clock import Clock, rfc3339
 from meshgate.pki import join_tokens
 from meshgate.pki.ca import CertificateAuthority
-from meshgate.pki.identities import ingress_id, is_dns_label, service_id
+from meshgate.pki.identities import edge_id, ingress_id, is_dns_label, service_id
 from meshgate.pki.keys import certificate_to_pem, csr_from_pem
 from meshgate.pki.leaf import issue_leaf
 from meshgate.pki.verify import VerifiedPeer
@@ -46,7 +46,11 @@ def identity_for(
         if not name or not is_dns_label(name):
             raise Refused(400, "an ingress has a name (a DNS label)")
         return ProxyIdentity("ingress", str(ingress_id(trust_domain, zone, name)), name=name)
-    raise Refused(400, f"role must be local or ingress, not {role!r}")
+    if role == "edge":
+        if not name or not is_dns_label(name):
+            raise Refused(400, "an edge has a name (a DNS label)")
+        return ProxyIdentity("edge", str(edge_id(trust_domain, zone, name)), name=name)
+    raise Refused(400, f"role must be local, ingress or edge, not {role!r}")
 
 
 def identity_of(peer: VerifiedPeer, zone: str) -> ProxyIdentity:
@@ -58,6 +62,8 @@ def identity_of(peer: VerifiedPeer, zone: str) -> ProxyIdentity:
         return ProxyIdentity("local", str(peer.spiffe_id), service=ident.name)
     if ident.role == "ingress" and ident.zone == zone:
         return ProxyIdentity("ingress", str(peer.spiffe_id), name=ident.name)
+    if ident.role == "edge" and ident.zone == zone:
+        return ProxyIdentity("edge", str(peer.spiffe_id), name=ident.name)
     raise Refused(403, f"{peer.spiffe_id} is not a proxy of zone {zone!r}")
 
 
@@ -84,7 +90,7 @@ class Issuer:
         except join_tokens.TokenError as exc:
             raise Refused(401, f"join token refused: {exc}") from None
         role = str(body.get("role", ""))
-        wanted = {"local": "proxy", "ingress": "ingress"}.get(role)
+        wanted = {"local": "proxy", "ingress": "ingress", "edge": "edge"}.get(role)
         if wanted != claims.role:
             raise Refused(403, f"a {claims.role} token cannot enroll a {role or 'proxy of no role'}")
         identity = identity_for(

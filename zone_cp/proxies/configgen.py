@@ -9,6 +9,9 @@ without the resource model:
   the ingresses of the other zones with healthy instances, nearest first.
 - ``Route/<service>.<zone>.svc.meshgate`` (ingresses): the local proxies of a service in this
   zone, for connections whose SNI names it.
+- For edges (``edge/runtime.py`` reads them): ``Edge/<name>`` (its Edge spec), one
+  ``GlobalService/<name>`` per global service with every zone that may serve it, and
+  ``Certificate/<secret>`` for the public certificates those services name.
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ from typing import Any
 
 from meshgate.resources.kinds.cross_zone import CrossZoneEndpointsSpec
 from meshgate.resources.kinds.dataplane import DataplaneSpec
+from meshgate.resources.kinds.edge import EdgeSpec
+from meshgate.resources.kinds.global_service import GlobalServiceSpec
 from meshgate.resources.kinds.mesh import MeshSpec
+from meshgate.resources.kinds.secret import ALL_ZONES, SecretSpec
 from meshgate.resources.kinds.service import ServiceSpec
 from meshgate.resources.kinds.system import MeshCASpec
 from meshgate.resources.kinds.zone import ZoneSpec
@@ -49,12 +55,30 @@ class ZoneState:
     distance: dict[str, float]  # zone -> distance from this zone (km; inf when unknown)
     #: service -> the protocol of its first port (http or tcp): how local proxies carry it
     protocols: dict[str, str] = field(default_factory=dict)
+    # What edges need besides (the rest is kept as found; only edges' generation reads it):
+    #: this zone's local proxies (edges count their instances)
+    dataplanes: tuple[DataplaneSpec, ...] = ()
+    #: (address, port) of this zone's ingresses, as their Dataplanes say
+    ingresses: tuple[tuple[str, int], ...] = ()
+    #: service -> the global CP's table of the zones serving it
+    cross: dict[str, CrossZoneEndpointsSpec] = field(default_factory=dict)
+    #: Edge resources of this zone, by name
+    edges: dict[str, Resource] = field(default_factory=dict)
+    #: every GlobalService, by name
+    global_services: dict[str, GlobalServiceSpec] = field(default_factory=dict)
+    #: tls Secrets meant for this zone: name -> (certificate chain, key) PEM
+    certificates: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     @classmethod
     def of(cls, zone: str, resources: Iterable[Resource], mesh: str = "default") -> ZoneState:
         trust_domain, roots, services = "", [], set()
         protocols: dict[str, str] = {}
         local: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        dataplanes: list[DataplaneSpec] = []
+        ingresses: list[tuple[str, int]] = []
+        edges: dict[str, Resource] = {}
+        global_services: dict[str, GlobalServiceSpec] = {}
+        certificates: dict[str, tuple[str, str]] = {}
         cross: dict[str, CrossZoneEndpointsSpec] = {}
         locations: dict[str, tuple[float, float] | None] = {}
         for r in resources:
@@ -73,10 +97,27 @@ class ZoneState:
                 cross[spec.service] = spec
             elif r.kind == "Dataplane":
                 dp = r.spec_as(DataplaneSpec)
-                if dp.zone != zone or dp.role != "local":
+                if dp.zone != zone:
                     continue
+                if dp.role == "ingress":
+                    ingresses.append((dp.address, dp.port))
+                    continue
+                dataplanes.append(dp)
                 for service in {w.service for w in dp.workloads if w.health == "healthy"}:
                     local[service].append((dp.address, dp.port))
+            elif r.kind == "GlobalService":
+                global_services[r.name] = r.spec_as(GlobalServiceSpec)
+            elif r.kind == "Edge":
+                if r.spec_as(EdgeSpec).zone == zone:
+                    edges[r.name] = r
+            elif r.kind == "Secret":
+                secret = r.spec_as(SecretSpec)
+                if (
+                    secret.type == "tls"
+                    and (zone in secret.zones or ALL_ZONES in secret.zones)
+                    and {"tls.crt", "tls.key"} <= secret.data.keys()
+                ):
+                    certificates[r.name] = (secret.data["tls.crt"], secret.data["tls.key"])
         distance = {z: _km(locations.get(zone), loc) for z, loc in locations.items()}
         remote = {
             service: [
@@ -89,6 +130,8 @@ class ZoneState:
         return cls(
             zone, trust_domain, tuple(roots), frozenset(services),
             {s: sorted(e) for s, e in local.items()}, remote, distance, protocols,
+            tuple(dataplanes), tuple(sorted(ingresses)), cross, edges,
+            global_services, certificates,
         )  # fmt: skip
 
 
@@ -140,3 +183,63 @@ def ingress(state: ZoneState) -> dict[str, Doc]:
             "sni": name, "service": service,
             "endpoints": [{"address": a, "port": p} for a, p in endpoints]})  # fmt: skip
     return docs
+
+
+def edge(state: ZoneState, name: str) -> dict[str, Doc]:
+    """An edge's documents: its Edge spec (when defined for this zone), every global service
+    with the zones that may serve it, and the public certificates those services name that
+    reached this zone (a service whose certificate did not says ``certificate: null``)."""
+    docs = {"Trust/mesh": trust(state)}
+    here: dict[str, int] = defaultdict(int)  # service -> healthy instances in this zone
+    for dp in state.dataplanes:
+        for w in dp.workloads:
+            here[w.service] += w.health == "healthy"
+    defined = state.edges.get(name)
+    if defined is not None:
+        docs[f"Edge/{name}"] = _doc("Edge", name, defined.spec_dict())
+    for gs_name, gs in sorted(state.global_services.items()):
+        certificate = gs.certificate_ref if gs.certificate_ref in state.certificates else None
+        if certificate is not None:
+            chain, key = state.certificates[certificate]
+            docs[f"Certificate/{certificate}"] = _doc(
+                "Certificate", certificate, {"certificate": chain, "key": key}
+            )
+        docs[f"GlobalService/{gs_name}"] = _doc("GlobalService", gs_name, {
+            "name": gs_name, "service": gs.service,
+            "identity": f"spiffe://{state.trust_domain}/svc/{gs.service}",
+            "hostnames": list(gs.hostnames), "vips": list(gs.vips),
+            "ports": [{"name": p.name, "port": p.port, "protocol": p.protocol} for p in gs.ports],
+            "certificate": certificate, "zones": _serving_zones(state, gs, here),
+        })  # fmt: skip
+    return docs
+
+
+def _serving_zones(state: ZoneState, gs: GlobalServiceSpec, here: dict[str, int]) -> list[Doc]:
+    """The zones the service names (every zone known to have it when it names none), nearest
+    first within a priority. This zone's health and ingresses come from its own Dataplanes,
+    fresher than the global CP's table; the others' from that table. Zones with nothing
+    healthy or no ingress are listed all the same: the edge reports them."""
+    service = gs.service
+    table = state.cross.get(service)
+    known: dict[str, tuple[int, list[tuple[str, int]]]] = {}
+    for entry in table.zones if table is not None else []:
+        known[entry.zone] = (entry.healthy, [(i.address, i.port) for i in entry.ingresses])
+    if gs.zones:
+        wanted = [(p.zone, p.priority, p.weight) for p in gs.zones]
+    else:
+        names = set(known) | ({state.zone} if service in here else set())
+        wanted = [(z, 0, None) for z in names]
+    zones = []
+    for zone, priority, weight in wanted:
+        if zone == state.zone:
+            healthy, ingresses = here.get(service, 0), list(state.ingresses)
+        else:
+            healthy, ingresses = known.get(zone, (0, []))
+        km = state.distance.get(zone, math.inf)
+        zones.append({
+            "zone": zone, "priority": priority, "weight": weight,
+            "distance": None if math.isinf(km) else round(km, 1), "healthy": healthy,
+            "endpoints": [{"address": a, "port": p, "sni": sni(service, zone)} for a, p in ingresses],
+        })  # fmt: skip
+    zones.sort(key=lambda z: (z["priority"], math.inf if z["distance"] is None else z["distance"], z["zone"]))
+    return zones

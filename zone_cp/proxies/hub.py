@@ -25,18 +25,26 @@ from zone_cp.proxies import configgen
 
 log = logging.getLogger(__name__)
 
-INPUTS = frozenset({"Mesh", "MeshCA", "Service", "Zone", "Dataplane", "CrossZoneEndpoints"})
+INPUTS = frozenset({
+    "Mesh", "MeshCA", "Service", "Zone", "Dataplane", "CrossZoneEndpoints",
+    "Edge", "GlobalService", "Secret",  # what edges are sent
+})  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ProxyIdentity:
-    role: str  # "local" or "ingress"
+    role: str  # "local", "ingress" or "edge"
     spiffe_id: str
     service: str | None = None  # for local proxies
-    name: str | None = None  # for ingresses
+    name: str | None = None  # for ingresses and edges
 
     def generate(self, state: configgen.ZoneState) -> dict[str, configgen.Doc]:
-        return configgen.ingress(state) if self.role == "ingress" else configgen.local_proxy(state)
+        if self.role == "ingress":
+            return configgen.ingress(state)
+        if self.role == "edge":
+            assert self.name is not None
+            return configgen.edge(state, self.name)
+        return configgen.local_proxy(state)
 
 
 class ProxyView:

@@ -128,7 +128,7 @@ class ProxyServer:
 
 
 def _authorize(identity: ProxyIdentity, resource: Resource, zone: str) -> None:
-    """A proxy writes only what describes itself, in its own zone."""
+    """A proxy or an edge writes only what describes itself, in its own zone."""
     if getattr(resource.spec, "zone", None) != zone:
         raise Refused(403, f"this is the zone CP of {zone!r}")
     if resource.kind == "Dataplane":
@@ -146,5 +146,7 @@ def _authorize(identity: ProxyIdentity, resource: Resource, zone: str) -> None:
         and identity.role == "ingress"
         and resource.name == f"{zone}.{identity.name}"
     ):
+        return
+    if resource.kind == "EdgeStatus" and identity.role == "edge" and resource.name == identity.name:
         return
     raise Refused(403, f"{identity.spiffe_id} may not write {resource.kind}/{resource.name}")

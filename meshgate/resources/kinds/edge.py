@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Iterator
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
+from pydantic_core import PydanticCustomError
 
 from meshgate.resources.fields import ASN, Community, DnsLabel, IPAddress, IPv4, Text, Timestamp
 from meshgate.resources.kinds._columns import count, spec_field
@@ -20,6 +22,15 @@ from meshgate.resources.registry import (
 )
 
 
+def _router_id(value: str) -> str:
+    if value == "0.0.0.0":  # noqa: S104 - compared, not bound
+        raise PydanticCustomError("meshgate", "must not be 0.0.0.0 (a BGP identifier is non-zero)")
+    return value
+
+
+RouterID = Annotated[IPv4, AfterValidator(_router_id)]
+
+
 class BgpNeighbor(Spec):
     address: IPAddress
     peer_asn: ASN = Field(alias="peerASN")
@@ -29,7 +40,7 @@ class BgpNeighbor(Spec):
 
 class BgpSpec(Spec):
     local_asn: ASN = Field(alias="localASN")
-    router_id: IPv4 = Field(alias="routerID")
+    router_id: RouterID = Field(alias="routerID")
     hold_time: int = Field(90, ge=3, le=65535)  # seconds; 0 (no keepalives) is not offered
     neighbors: list[BgpNeighbor] = Field(min_length=1, max_length=32)
     # Identical on every edge of a VIP, or upstream ECMP collapses onto one path.
@@ -66,6 +77,13 @@ class EdgeSpec(Spec):
                     (f"duplicate neighbor (also bgp.neighbors[{seen[n.address]}])"),
                 )
             seen.setdefault(n.address, i)
+            if n.local_address is not None:
+                family = ipaddress.ip_address(n.address).version
+                if ipaddress.ip_address(n.local_address).version != family:
+                    yield (
+                        ("bgp", "neighbors", i, "localAddress"),
+                        f"must be an IPv{family} address, as the neighbor's address is",
+                    )
         if self.drain is not None and len(set(self.drain.signals)) != len(self.drain.signals):
             yield ("drain", "signals"), "each signal at most once"
 
