@@ -118,8 +118,11 @@ class Site:
         fixed: HttpUpstreams | None = None,
         retry_statuses: frozenset[int] = frozenset(),
         retry_budget: RetryBudget | None = None,
+        zone_header: bool = False,
     ) -> None:
         self.name = name
+        #: add ``X-Meshgate-Zone: <zone of the endpoint that answered>`` to responses (edges)
+        self.zone_header = zone_header
         #: statuses after which an idempotent request goes once to another upstream group
         self.retry_statuses = retry_statuses
         self.retry_budget = retry_budget
@@ -806,6 +809,8 @@ class HttpServer(asyncio.Protocol):
                 exchange.close_after = True  # an HTTP/1.0 client reads until we close
         if self.site.extra_response:
             parts.append(self.site.extra_response)
+        if self.site.zone_header and exchange.endpoint is not None and exchange.endpoint.zone:
+            parts += (b"x-meshgate-zone: ", exchange.endpoint.zone.encode(), b"\r\n")
         if exchange.close_after or not exchange.keep_alive or not exchange.request_done or exchange.upgrade:
             exchange.close_after = True
             parts.append(b"connection: close\r\n\r\n")
