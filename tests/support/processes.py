@@ -182,8 +182,11 @@ class ZoneCPProcess(ManagedProcess):
 
     what = "zone CP"
 
-    def __init__(self, data_dir: Path, zone: str, global_url: str, token: str | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, zone: str, global_url: str, token: str | None = None, proxy_host: str = "127.0.0.1"
+    ) -> None:
         super().__init__(data_dir, "zone-cp.log")
+        self.proxy_host = proxy_host  # 0.0.0.0: proxies and edges in other network namespaces reach it
         self.proxy_address_file = data_dir / "proxy-address"
         self.proxy_url = ""
         self.proxy_port = 0  # free on first start, the same again on restart (proxies reconnect)
@@ -195,7 +198,7 @@ class ZoneCPProcess(ManagedProcess):
         args = [*MESHGATE, "zone-cp", "run", "--zone", self.zone, "--global", self.global_url,
                 "--data-dir", str(self.data_dir), "--listen", "127.0.0.1:0",
                 "--address-file", str(self.address_file),
-                "--proxy-listen", f"127.0.0.1:{self.proxy_port}",
+                "--proxy-listen", f"{self.proxy_host}:{self.proxy_port}",
                 "--proxy-address-file", str(self.proxy_address_file)]  # fmt: skip
         if self.token is not None:
             token_file = self.data_dir / "token"
