@@ -34,6 +34,11 @@ COMMANDS = {
     "global-cp": ("meshgate.cli.global_cp_commands", "global_cp", "The global control plane."),
     "zone-cp": ("meshgate.cli.zone_cp_commands", "zone_cp", "The zone control plane of one region."),
     "proxy": ("meshgate.cli.proxy_commands", "proxy", "Local proxies and zone ingresses."),
+    "edge": (
+        "meshgate.cli.edge_commands",
+        "edge",
+        "Anycast edges: run one, drain or undrain it, show what it reports.",
+    ),
     "demo": (
         "meshgate.cli.demo_command",
         "demo",

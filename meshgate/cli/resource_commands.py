@@ -101,8 +101,13 @@ def apply(filenames: tuple[str, ...], dry_run: bool, **kwargs: Any) -> None:
 @handle_errors
 def get(kind: str, name: str | None, selector: str | None, output: str, **kwargs: Any) -> None:
     """Show resources of a kind, or one by name."""
-    descriptor = _kind(kind)
-    client = make_client(kwargs)
+    show(make_client(kwargs), _kind(kind), name, selector, output)
+
+
+def show(
+    client: Client, descriptor: KindDescriptor, name: str | None, selector: str | None, output: str
+) -> None:
+    """Print resources of one kind (one by name): a table, YAML or JSON."""
     if name is not None:
         doc = client.request("GET", f"/api/v1/{descriptor.plural}/{quote(name, safe='')}")
         docs = [doc]

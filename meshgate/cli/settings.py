@@ -15,8 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 DEFAULT_SERVER = "http://127.0.0.1:5680"
 
 
@@ -49,6 +47,8 @@ def _config(path: Path | None, env: Mapping[str, str]) -> dict[str, Any]:
         if explicit is not None:
             raise SettingsError(f"config file {chosen} does not exist")
         return {}
+    import yaml  # only here: `meshgate proxy|edge run` load this module and never a config file
+
     try:
         data = yaml.safe_load(chosen.read_text())
     except yaml.YAMLError as exc:

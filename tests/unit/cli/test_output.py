@@ -48,8 +48,11 @@ def test_edge_status_columns_summarise_sessions_and_announcements() -> None:
             ],
         },
     )
-    row = table(REGISTRY["EdgeStatus"], [status]).splitlines()[1].split()
-    assert row == ["edge-1", "eu", "1/2", "203.0.113.10"]
+    draining = doc("EdgeStatus", "edge-2", {"zone": "eu", "drain": {"phase": "signalled"}})
+    lines = table(REGISTRY["EdgeStatus"], [status, draining]).splitlines()
+    assert lines[0].split() == ["NAME", "ZONE", "SESSIONS", "UP", "ANNOUNCED", "DRAIN", "AGE"]
+    assert lines[1].split() == ["edge-1", "eu", "1/2", "203.0.113.10", "-"]
+    assert lines[2].split() == ["edge-2", "eu", "0/0", "signalled"]  # nothing announced: empty cell
 
 
 def test_age() -> None:
