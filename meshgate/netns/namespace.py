@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import ipaddress
 import json
 import os
 import re
 import secrets
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -39,6 +42,7 @@ STOP_DEADLINE: Final = 5.0
 _ROLE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,22}[a-z0-9])?")
 _IFNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 _SYSCTL_KEY = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_./-]*")
+_CLONE_NEWNET: Final = 0x40000000
 
 
 class CommandFailed(subprocess.CalledProcessError):
@@ -306,6 +310,58 @@ class Namespace:
     def ip_json(self, *args: str) -> Any:
         """``ip -n NAME -j ARGS``, decoded."""
         return json.loads(_run(["ip", "-n", self.name, "-j", *args]).stdout or "[]")
+
+    # -- sockets in the namespace, in this process ------------------------------------------
+
+    def open_socket(
+        self, family: socket.AddressFamily = socket.AF_INET, kind: socket.SocketKind = socket.SOCK_STREAM
+    ) -> socket.socket:
+        """A socket that lives in this namespace, made in this process: a short-lived thread
+        enters the namespace (setns), creates it and ends. Use it from any thread or event loop
+        (``loop.create_connection(sock=...)``, ``asyncio.start_server(sock=...)``)."""
+        made: list[socket.socket] = []
+        failed: list[BaseException] = []
+
+        def enter_and_create() -> None:
+            try:
+                libc = ctypes.CDLL(None, use_errno=True)
+                with (NETNS_DIR / self.name).open("rb") as handle:
+                    if libc.setns(handle.fileno(), _CLONE_NEWNET) != 0:
+                        errno = ctypes.get_errno()
+                        raise OSError(errno, f"setns({self.name}): {os.strerror(errno)}")
+                made.append(socket.socket(family, kind))
+            except BaseException as exc:
+                failed.append(exc)
+
+        thread = threading.Thread(target=enter_and_create, name=f"setns-{self.name}")
+        thread.start()
+        thread.join()
+        if failed:
+            raise failed[0]
+        return made[0]
+
+    def tcp_connect(self, host: str, port: int, timeout: float = 5.0) -> socket.socket:
+        """A TCP connection from inside the namespace (blocking socket, ``timeout`` set)."""
+        sock = self.open_socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.settimeout(timeout)
+        try:
+            sock.connect((host, port))
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def tcp_listen(self, host: str, port: int = 0, backlog: int = 128) -> socket.socket:
+        """A listening TCP socket inside the namespace (port 0: any free port)."""
+        sock = self.open_socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, port))
+            sock.listen(backlog)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
 
     # -- links and addresses ----------------------------------------------------------------
 
