@@ -141,6 +141,7 @@ class EdgeMesh:
     zones: dict[str, Zone] = field(default_factory=dict)
     edges: dict[str, EdgeProcess] = field(default_factory=dict)
     ca_pem: bytes = b""
+    ports: dict[str, int] = field(default_factory=dict)  # the global services' public ports
 
     def stop(self) -> None:
         for edge in self.edges.values():
@@ -232,7 +233,7 @@ def build_mesh(
     cp = GlobalCPProcess(root / "global").start()
     admin = Admin(cp)
     ca, chain, key = public_certificate([HOSTNAME])
-    mesh = EdgeMesh(root, cp, admin, ca_pem=ca)
+    mesh = EdgeMesh(root, cp, admin, ca_pem=ca, ports=ports)
     try:
         admin.apply(*base_resources(ca, chain, key), *global_services(vip, ports, "web-tls"))
         for name in ZONES:
@@ -245,7 +246,8 @@ def build_mesh(
             fault = fault_proxy((fault_host, port), (ingress_host, port))
             ingress = ProxyProcess(
                 root / f"ingress-{name}", "ingress", zone_cp.proxy_url,
-                {"name": f"ingress-{name}", "listen": {"address": ingress_host, "port": port, "advertise": fault_host}},
+                {"name": f"ingress-{name}",
+                 "listen": {"address": ingress_host, "port": port, "advertise": advertise_host or fault_host}},
                 token=admin.token("ingress", name),
             )  # fmt: skip
             zone = Zone(name, zone_cp, web, greeter, ingress, fault)
