@@ -226,6 +226,7 @@ def build_mesh(
     ingress_host: str = "127.0.0.2",
     fault_host: str = "127.0.0.3",
     zone_cp_host: str = "127.0.0.1",
+    advertise_host: str | None = None,
 ) -> EdgeMesh:
     """Start the global CP, both zones (CP, workloads, local proxies, ingress, fault proxy) and
     apply the global services. ``fault_proxy(listen, target)`` makes and starts a fault proxy;
