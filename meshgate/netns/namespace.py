@@ -498,6 +498,10 @@ class Namespace:
         """Stop the processes started with ``popen`` (by recorded PID), then anything else
         still in the namespace: SIGTERM, ``deadline`` seconds, SIGKILL."""
         terminate((), children=self._children, deadline=deadline)
+        for child in self._children:  # their pipes go with them (no ResourceWarning later)
+            for pipe in (child.stdin, child.stdout, child.stderr):
+                if pipe is not None:
+                    pipe.close()
         if self.exists():
             terminate(self.pids(), deadline=deadline)
 

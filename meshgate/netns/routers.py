@@ -15,6 +15,11 @@ write PID files, so a later command (a lab's ``down``) can stop them by PID.
   the ``frr`` user (which could not reach a root-only temporary directory). FRR honours 65535:0
   by itself.
 
+Graceful restart (RFC 4724) is off unless asked for: FRR 8.4 announces the capability by default
+and BIRD, GR-aware by default, then keeps a peer's routes (stale) for 120 s after its session
+drops without a NOTIFICATION, as it does when bgpd is stopped; with it off, a stopped or killed
+peer's routes go at once.
+
 Routers peer with edges (``Peer``, usually not exported to) and with each other
 (``peer_routers``: eBGP both ways, each exporting what it learned and what it originates).
 """
@@ -94,6 +99,7 @@ class UpstreamRouter(ABC):
         networks: Sequence[str] = (),
         hold_time: int = 9,
         keepalive_time: int = 3,
+        graceful_restart: bool = False,
     ) -> None:
         if not 1 <= asn <= 4_294_967_295:
             raise ValueError(f"invalid ASN {asn}")
@@ -109,6 +115,7 @@ class UpstreamRouter(ABC):
         self.networks = _networks(networks)
         self.hold_time = hold_time
         self.keepalive_time = keepalive_time
+        self.graceful_restart = graceful_restart
         self.workdir.mkdir(parents=True, exist_ok=True)
         self._processes: list[subprocess.Popen[bytes]] = []
 
@@ -222,11 +229,12 @@ class Bird(UpstreamRouter):
         networks: Sequence[str] = (),
         hold_time: int = 9,
         keepalive_time: int = 3,
+        graceful_restart: bool = False,
     ) -> None:
         super().__init__(
             ns, workdir, asn=asn, router_id=router_id, peers=peers, ecmp=ecmp,
             export_to_peers=export_to_peers, networks=networks, hold_time=hold_time,
-            keepalive_time=keepalive_time,
+            keepalive_time=keepalive_time, graceful_restart=graceful_restart,
         )  # fmt: skip
         self.honour_graceful_shutdown = honour_graceful_shutdown
         self.config_path = self.workdir / "bird.conf"
@@ -283,6 +291,7 @@ class Bird(UpstreamRouter):
             f"  neighbor {peer.address} as {peer.asn};",
             f"  hold time {self.hold_time}; keepalive time {self.keepalive_time};",
             "  connect delay time 1; connect retry time 1; error wait time 1, 5;",
+            f"  graceful restart {'aware' if self.graceful_restart else 'no'};",
             f"  ipv4 {{ import filter peer_import; export {export}; }};",
             "}",
         ]
@@ -382,11 +391,12 @@ class Frr(UpstreamRouter):
         networks: Sequence[str] = (),
         hold_time: int = 9,
         keepalive_time: int = 3,
+        graceful_restart: bool = False,
     ) -> None:
         super().__init__(
             ns, workdir, asn=asn, router_id=router_id, peers=peers, ecmp=ecmp,
             export_to_peers=export_to_peers, networks=networks, hold_time=hold_time,
-            keepalive_time=keepalive_time,
+            keepalive_time=keepalive_time, graceful_restart=graceful_restart,
         )  # fmt: skip
         if not 1 <= maximum_paths <= 256:
             raise ValueError(f"invalid maximum_paths {maximum_paths}")
@@ -415,6 +425,8 @@ class Frr(UpstreamRouter):
             f" timers bgp {self.keepalive_time} {self.hold_time}",
             " coalesce-time 100",  # update groups wait 1 s by default before the first update
         ]
+        if not self.graceful_restart:
+            lines.append(" bgp graceful-restart-disable")
         if self.ecmp:
             lines.append(" bgp bestpath as-path multipath-relax")
         for peer in self.peers:

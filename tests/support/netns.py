@@ -23,6 +23,8 @@ import ipaddress
 import json
 import os
 import secrets
+import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,3 +223,65 @@ def topology_fixture(namespaces: NamespaceFactory) -> Iterator[Topology]:
         yield Topology(namespaces, pool)
     finally:
         pool.close()
+
+
+class NameServer:
+    """A TCP server in a namespace, run by threads of this process, that answers every line it
+    receives with its name (one line). Tells which edge a connection reached."""
+
+    def __init__(self, ns: Namespace, host: str, port: int, name: str) -> None:
+        self.name = name
+        self.listener = ns.tcp_listen(host, port)
+        self.port: int = self.listener.getsockname()[1]
+        self._connections: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, name=f"name-server-{name}", daemon=True)
+
+    def start(self) -> NameServer:
+        self._accepting.start()
+        return self
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return  # stop() shut the listener down
+            with self._lock:
+                self._connections.add(conn)
+            thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with contextlib.suppress(OSError), conn.makefile("rb") as lines:
+            for _ in lines:
+                conn.sendall(self.name.encode() + b"\n")
+        with self._lock:
+            self._connections.discard(conn)
+        conn.close()
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        with self._lock:
+            for conn in self._connections:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+        self._accepting.join(5)
+        for thread in self._threads:
+            thread.join(5)
+
+
+def ask(conn: socket.socket) -> str:
+    """Send one line on ``conn`` and return the line answered (a ``NameServer``'s name)."""
+    conn.sendall(b"who?\n")
+    answer = b""
+    while not answer.endswith(b"\n"):
+        chunk = conn.recv(4096)
+        if not chunk:
+            raise ConnectionError("connection closed before the answer")
+        answer += chunk
+    return answer.decode().strip()
