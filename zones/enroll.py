@@ -80,6 +80,16 @@ def check_zone_cp(channel: StreamChannel, roots: list[Any], trust_domain: str, z
         raise EnrollError(f"{peer.spiffe_id} is not the zone CP expected", retry=False)
 
 
+async def _check_or_close(
+    channel: StreamChannel, roots: list[Any], trust_domain: str, zone: str | None
+) -> None:
+    try:
+        check_zone_cp(channel, roots, trust_domain, zone)
+    except EnrollError:
+        await channel.close()
+        raise
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -123,7 +133,7 @@ async def enroll(
     channel = await open_channel(
         zone_cp, client_context(certificate_to_pem(root), server_hostname_check=False)
     )
-    check_zone_cp(channel, [root], trust_domain, claims.zone)
+    await _check_or_close(channel, [root], trust_domain, claims.zone)
     reply = await request(channel, body)
     return _identity(reply, key)
 
@@ -134,7 +144,7 @@ async def renew(zone_cp: ZoneCP, identity: Identity, ttl: float | None) -> Ident
     if ttl is not None:
         body["ttl"] = ttl
     channel = await open_channel(zone_cp, mtls_context(identity))
-    check_zone_cp(channel, _roots(identity), identity.trust_domain, identity.zone)
+    await _check_or_close(channel, _roots(identity), identity.trust_domain, identity.zone)
     return _identity(await request(channel, body), key)
 
 

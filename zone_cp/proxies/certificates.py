@@ -53,6 +53,10 @@ def identity_for(
     raise Refused(400, f"role must be local, ingress or edge, not {role!r}")
 
 
+def _a(noun: str) -> str:
+    return f"an {noun}" if noun[:1] in "aeiou" else f"a {noun}"
+
+
 def identity_of(peer: VerifiedPeer, zone: str) -> ProxyIdentity:
     """The proxy a verified client certificate speaks for (issued by this zone's intermediate)."""
     if peer.issuer_zone != zone:
@@ -92,7 +96,9 @@ class Issuer:
         role = str(body.get("role", ""))
         wanted = {"local": "proxy", "ingress": "ingress", "edge": "edge"}.get(role)
         if wanted != claims.role:
-            raise Refused(403, f"a {claims.role} token cannot enroll a {role or 'proxy of no role'}")
+            named = {"local": "local proxy", "ingress": "ingress", "edge": "edge"}
+            what = named.get(role, f"proxy of role {role!r}" if role else "proxy of no role")
+            raise Refused(403, f"{_a(claims.role)} token cannot enroll {_a(what)}")
         identity = identity_for(
             role, body.get("service"), body.get("name"), self._ca.trust_domain, self._zone
         )
