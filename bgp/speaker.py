@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bgp import commands, events, exabgp_config, exabgp_env, process, values
+from bgp import commands, events, exabgp_config, exabgp_env, neighbors, process, values
 from bgp.backoff import Backoff
 from bgp.commands import RouteAttributes
 from bgp.exabgp_config import ConfigInvalid
@@ -114,6 +114,7 @@ class Speaker:
 
     @property
     def neighbors(self) -> NeighborTable:
+        """Each session's state; ``since`` is on the clock's ``monotonic()``."""
         return self._neighbors
 
     @property
@@ -128,6 +129,16 @@ class Speaker:
         """Routes to announce: what ``announce`` asked for and ``withdraw`` did not take back,
         announced again by every new ExaBGP."""
         return dict(self._wanted)
+
+    def metric_lines(self) -> list[str]:
+        """Prometheus lines: speaker up and restarts, routes announced, each session's state and
+        flaps (see ``bgp.neighbors.metric_lines``)."""
+        return neighbors.metric_lines(
+            self._neighbors,
+            speaker_up=self.running,
+            restarts=self._restarts,
+            announced_routes=len(self.announced),
+        )
 
     @property
     def log_path(self) -> Path:
@@ -450,7 +461,7 @@ class Speaker:
             log.exception("on_change failed")
 
     def _now(self) -> float:
-        return self._clock.now().timestamp()
+        return self._clock.monotonic()
 
     def _tail(self, lines: int = 8) -> str:
         try:
