@@ -432,11 +432,15 @@ class Speaker:
             log.info("exabgp is shutting down")
 
     async def _close(self, run: _Run, reason: str) -> None:
+        """Stop ``run``'s ExaBGP and helper. Its sessions are reported down first: whatever
+        happens next, nothing is claimed up that may not be."""
         run.closed = True
         for ack in run.acks:
             if not ack.done():
                 ack.set_result("closed")
         run.acks.clear()
+        if self._neighbors.all_down(reason, self._now()) or run.ready:
+            self._changed()
         await process.terminate(run.proc, self._stop_timeout)
         run.writer.close()  # the helper sees end of file and exits, if ExaBGP's end did not do it
         if run.helper is not None:
@@ -447,8 +451,6 @@ class Speaker:
             run.helper.close()
         with contextlib.suppress(ConnectionError):
             await run.writer.wait_closed()
-        if self._neighbors.all_down(reason, self._now()) or run.ready:
-            self._changed()
 
     # -- plumbing
 
