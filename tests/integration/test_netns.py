@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -15,10 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from meshgate.faults import Faults
 from meshgate.netns import Namespace, cleanup_stale, list_namespaces, process_alive, veth, wait_until
 from meshgate.netns.flow_pinning import pin_flows, pinned, unpin_flows
 from meshgate.netns.namespace import STATE_DIR
 from meshgate.netns.routers import Bird, Frr, Peer, UpstreamRouter, peer_routers
+from tests.support.faults import ThreadedFaultProxy
 from tests.support.netns import (
     NameServer,
     NamespaceFactory,
@@ -322,3 +325,43 @@ def test_flow_pinning_keeps_connections_on_their_edge(topology: Topology, pinnin
     finally:
         first.stop()
         second.stop()
+
+
+# -- the fault proxy in namespaces ------------------------------------------------------------
+
+
+def test_fault_proxy_between_namespaces(topology: Topology) -> None:
+    """The fault proxy as a process inside the router's namespace (as a lab runs it), and in
+    this process with its sockets in namespaces (as in-process tests can)."""
+    star = topology.star(edges=1, vip=f"{VIP}/32")
+    star.router.add_route(f"{VIP}/32", via=star.edge_addresses[0])
+    server = NameServer(star.edges[0], VIP, 0, "edge1").start()
+    try:
+        process = star.router.popen(
+            [sys.executable, "-m", "meshgate.faults", "--listen", f"{star.router_client_address}:0",
+             "--target", f"{VIP}:{server.port}", "--admin", "127.0.0.1:0", "--delay", "0.05"],
+            stdout=subprocess.PIPE, cwd=Path(__file__).parents[2],
+        )  # fmt: skip
+        assert process.stdout is not None
+        ready, _, _ = select.select([process.stdout], [], [], 20)
+        assert ready, "no ready line from python -m meshgate.faults"
+        ports = json.loads(process.stdout.readline())
+        with star.client.tcp_connect(star.router_client_address, ports["listening"]) as conn:
+            started = time.monotonic()
+            assert ask(conn) == "edge1"
+            assert time.monotonic() - started >= 0.1
+        stats = json.loads(star.router.run("curl", "-sf", f"http://127.0.0.1:{ports['admin']}/stats").stdout)
+        assert stats["accepted"] == 1
+
+        # in-process: listening in the router's namespace, connecting from it
+        listener = star.router.tcp_listen(star.router_client_address)
+        with ThreadedFaultProxy(
+            (VIP, server.port), Faults(delay=0.02), sock=listener, upstream_socket=star.router.open_socket
+        ) as proxy:
+            with star.client.tcp_connect(star.router_client_address, proxy.port) as conn:
+                started = time.monotonic()
+                assert ask(conn) == "edge1"
+                assert time.monotonic() - started >= 0.04
+            assert proxy.stats()["accepted"] == 1
+    finally:
+        server.stop()
