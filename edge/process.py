@@ -154,7 +154,7 @@ class Edge:
         await self.link.start()
         await self.controller.start()
         self.serving = True
-        log.info("edge running", extra={"name": self.config.name, "config_version": version})
+        log.info("edge running", extra={"edge": self.config.name, "config_version": version})
         if self.config.admin is not None:
             self.admin = Admin(
                 self.stats, lambda: self.serving, self._gauges, extra_metrics=lambda: metric_lines(self.controller),

@@ -21,11 +21,10 @@ def edge_status(
     speaker = controller.speaker
     sessions = []
     if speaker is not None:
-        for neighbor in speaker.neighbors.all():
+        for neighbor in speaker.neighbors:
             sessions.append({
-                "neighbor": neighbor.address, "state": neighbor.state, "reason": neighbor.reason,
-                "flaps": neighbor.flaps,
-                **({"since": _iso(now, now_mono - neighbor.since)} if neighbor.since is not None else {}),
+                "neighbor": neighbor.address, "state": neighbor.state, "reason": neighbor.reason[:200],
+                "flaps": neighbor.flaps, "since": _iso(now, now_mono - neighbor.since),
             })  # fmt: skip
     elif controller.settings is not None:
         sessions = [{"neighbor": n.address, "state": "down", "reason": "speaker not running"}
@@ -59,7 +58,7 @@ def edge_status(
     if plan is not None and plan.drain is not None:
         d = plan.drain
         spec["drain"] = {
-            "phase": d.phase, "activeConnections": d.active_connections,
+            "phase": d.phase, "activeConnections": d.active_connections or 0,
             "startedAt": _iso(now, now_mono - d.started_at),
             **({"signalledAt": _iso(now, now_mono - d.signalled_at)} if d.signalled_at is not None else {}),
             **({"withdrawnAt": _iso(now, now_mono - d.withdrawn_at)} if d.withdrawn_at is not None else {}),
