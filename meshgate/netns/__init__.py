@@ -10,6 +10,7 @@ from meshgate.netns.namespace import (
     process_alive,
     terminate,
     veth,
+    veth_to_root,
     wait_until,
     wait_until_async,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "process_alive",
     "terminate",
     "veth",
+    "veth_to_root",
     "wait_until",
     "wait_until_async",
 ]

@@ -505,13 +505,23 @@ class Namespace:
         if self.exists():
             terminate(self.pids(), deadline=deadline)
 
+    def _delete_links(self) -> None:
+        """Delete the namespace's links (veth pairs with both their ends) now: the kernel tears
+        a deleted namespace down later, in the background, and a veth's other end (in the root
+        namespace, say) would linger until then."""
+        names = [link["ifname"] for link in self.links() if link.get("ifname") != "lo"]
+        if names:
+            commands = "".join(f"link del dev {name}\n" for name in names)
+            _run(["ip", "-n", self.name, "-force", "-batch", "-"], check=False, input=commands)
+
     def delete(self, deadline: float = STOP_DEADLINE) -> None:
-        """Stop every process, delete the namespace (its links go with it) and its state file.
+        """Stop every process, delete the namespace's links, the namespace and its state file.
         Idempotent."""
         if self._deleted:
             return
         self.stop_processes(deadline)
         if self.exists():
+            self._delete_links()
             done = _run(["ip", "netns", "delete", self.name], check=False)
             if done.returncode != 0 and self.exists():
                 raise CommandFailed(done.returncode, done.args, done.stdout, done.stderr)
@@ -548,6 +558,18 @@ def veth(a: Namespace, a_if: str, b: Namespace, b_if: str) -> None:
     )
     a.set_up(a_if)
     b.set_up(b_if)
+
+
+def veth_to_root(ns: Namespace, ns_if: str, root_if: str | None = None) -> str:
+    """A veth pair between the root namespace and ``ns`` (``ns_if`` there), both up; the root
+    side's name (``mgr<10 hex>`` unless given). It goes when ``ns`` is deleted: a veth pair
+    dies with either end."""
+    root_if = check_ifname(root_if or f"mgr{secrets.token_hex(5)}")
+    check_ifname(ns_if)
+    _run(["ip", "link", "add", "name", root_if, "type", "veth", "peer", "name", ns_if, "netns", ns.name])
+    _run(["ip", "link", "set", "dev", root_if, "up"])
+    ns.set_up(ns_if)
+    return root_if
 
 
 def cleanup_stale(prefix: str = NAME_PREFIX) -> list[str]:

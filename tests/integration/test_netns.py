@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import select
+import socket
 import subprocess
 import sys
 import time
@@ -17,7 +18,15 @@ from pathlib import Path
 import pytest
 
 from meshgate.faults import Faults
-from meshgate.netns import Namespace, cleanup_stale, list_namespaces, process_alive, veth, wait_until
+from meshgate.netns import (
+    Namespace,
+    cleanup_stale,
+    list_namespaces,
+    process_alive,
+    veth,
+    veth_to_root,
+    wait_until,
+)
 from meshgate.netns.flow_pinning import pin_flows, pinned, unpin_flows
 from meshgate.netns.namespace import STATE_DIR
 from meshgate.netns.routers import Bird, Frr, Peer, UpstreamRouter, peer_routers
@@ -99,6 +108,11 @@ def test_namespaces_veth_routes_and_processes(namespaces: NamespaceFactory) -> N
 def test_delete_leaves_nothing(namespaces: NamespaceFactory) -> None:
     a, b = namespaces("dela"), namespaces("delb")
     veth(a, "dela0", b, "delb0")
+    root_side = veth_to_root(b, "up0")
+    b.add_address("up0", "192.168.78.2/30")
+    subprocess.run(["ip", "address", "add", "192.168.78.1/30", "dev", root_side], check=True)
+    with b.tcp_listen("192.168.78.2") as listener:  # the root namespace reaches b
+        socket.create_connection(("192.168.78.2", listener.getsockname()[1]), timeout=3).close()
     recorded = a.popen(["sleep", "300"])
     # ignores SIGTERM: needs the SIGKILL after the deadline
     stubborn = a.popen(["sh", "-c", "trap '' TERM; sleep 300"])
@@ -123,7 +137,7 @@ def test_delete_leaves_nothing(namespaces: NamespaceFactory) -> None:
     root_links = {
         link["ifname"] for link in json.loads(subprocess.check_output(["ip", "-j", "link", "show"]))
     }
-    assert not {"dela0", "delb0"} & root_links
+    assert not {"dela0", "delb0", root_side} & root_links
     a.delete()  # idempotent
 
 
@@ -365,3 +379,54 @@ def test_fault_proxy_between_namespaces(topology: Topology) -> None:
             assert proxy.stats()["accepted"] == 1
     finally:
         server.stop()
+
+
+def test_flow_pinning_under_ecmp(topology: Topology) -> None:
+    """Connections spread over two edges by ECMP stay with theirs when one edge's route goes."""
+    star = topology.star(edges=2, vip=f"{VIP}/32")
+    star.router.sysctl("net.ipv4.fib_multipath_hash_policy", 1)  # L4 hash: connections spread
+    first = NameServer(star.edges[0], VIP, 0, "edge1").start()
+    second = NameServer(star.edges[1], VIP, first.port, "edge2").start()
+    connections = []
+    try:
+        star.router.add_route(f"{VIP}/32", via=star.edge_addresses)
+        pin_flows(star.router, star.next_hops, destinations=[f"{VIP}/32"])
+        connections = [star.client.tcp_connect(VIP, first.port, timeout=3) for _ in range(16)]
+        served = [ask(conn) for conn in connections]
+        assert set(served) == {"edge1", "edge2"}
+
+        star.router.replace_route(f"{VIP}/32", via=star.edge_addresses[1])  # edge 1 withdrawn
+        assert [ask(conn) for conn in connections] == served
+        with star.client.tcp_connect(VIP, first.port, timeout=3) as new:
+            assert ask(new) == "edge2"
+    finally:
+        for conn in connections:
+            conn.close()
+        first.stop()
+        second.stop()
+
+
+def test_bird_ignores_graceful_shutdown_unless_told(topology: Topology, tmp_path: Path) -> None:
+    star = topology.star(edges=2)
+    prefix = f"{VIP}/32"
+    router = Bird(
+        star.router, tmp_path / "router", asn=65000, router_id=star.router_edge_addresses[0],
+        peers=[Peer(address, 65100) for address in star.edge_addresses], honour_graceful_shutdown=False,
+    )  # fmt: skip
+    router.start()
+    edges = [
+        Frr(edge, tmp_path / f"edge{i + 1}", asn=65100, router_id=star.edge_addresses[i],
+            peers=[Peer(star.router_edge_addresses[i], 65000, export=True)], networks=[prefix])
+        for i, edge in enumerate(star.edges)
+    ]  # fmt: skip
+    for edge in edges:
+        edge.start()
+    both = set(star.edge_addresses)
+    wait_until(lambda: star.router.nexthops(prefix) == both, 30, what="ECMP")
+    edges[0].vtysh("configure terminal", "router bgp 65100", "bgp graceful-shutdown")
+    wait_until(
+        lambda: "(65535,0)" in router.show(f"show route for {prefix} all"),
+        ROUTE_DEADLINE,
+        what="65535:0 received",
+    )
+    assert star.router.nexthops(prefix) == both  # received, not honoured: still ECMP
