@@ -109,7 +109,7 @@ def pin_flows(
         )  # fmt: skip
         # a pinned connection's replies arrive from a next hop the main table may no longer
         # point to: strict reverse-path filtering would drop them (loose is the most it takes)
-        router.sysctl(f"net.ipv4.conf.{hop.ifname}.rp_filter", 2)
+        router.sysctl(f"net/ipv4/conf/{hop.ifname}/rp_filter", 2)  # slashes: names may hold dots
     router.run("nft", "-f", "-", input=ruleset)
     return hops
 

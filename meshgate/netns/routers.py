@@ -26,9 +26,11 @@ Routers peer with edges (``Peer``, usually not exported to) and with each other
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import re
+import shutil
 import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -42,6 +44,7 @@ BIRD: Final = "/usr/sbin/bird"
 BIRDC: Final = "/usr/sbin/birdc"
 FRR_DIR: Final = Path("/usr/lib/frr")
 VTYSH: Final = "/usr/bin/vtysh"
+FRR_CRASH_DIR: Final = Path("/var/tmp/frr")  # noqa: S108 - FRR's fixed path, a root-only directory
 #: FRR 8.4 daemons must run as a member of this group (configure --enable-vty-group)
 FRR_VTY_GROUP: Final = "frrvty"
 START_DEADLINE: Final = 20.0
@@ -499,8 +502,15 @@ class Frr(UpstreamRouter):
         return done.returncode == 0
 
     def stop(self) -> None:
-        """Stop bgpd, then zebra (which removes its kernel routes)."""
+        """Stop bgpd and zebra (which removes its kernel routes), and the crash-log directories
+        FRR keeps per daemon PID in /var/tmp/frr (it removes them itself on a clean exit only)."""
+        pids = {}
+        for daemon in ("bgpd", "zebra"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                pids[daemon] = int(self._path(daemon, "pid").read_text().split()[0])
         self._stop([self._path("bgpd", "pid"), self._path("zebra", "pid")])
+        for daemon, pid in pids.items():
+            shutil.rmtree(FRR_CRASH_DIR / f"{daemon}.{pid}", ignore_errors=True)
 
     def vtysh(self, *cmds: str) -> str:
         """``vtysh --vty_socket DIR -c CMD ...`` (several commands run in one session)."""
