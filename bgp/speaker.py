@@ -60,6 +60,11 @@ class _Run:
     started: float
     acks: collections.deque[asyncio.Future[str]] = field(default_factory=collections.deque)
     announced: dict[str, RouteAttributes] = field(default_factory=dict)
+    # neighbor -> routes ExaBGP refused for it while its session was not established (it cannot
+    # resolve `next-hop self` before it knows the session's local address: no route to the
+    # neighbor yet); sent again when the session comes up
+    deferred: dict[str, set[str]] = field(default_factory=dict)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
     abort: asyncio.Event = field(default_factory=asyncio.Event)
     settled: asyncio.Event = field(default_factory=asyncio.Event)  # ready, or ended before
     ready: bool = False
@@ -199,8 +204,12 @@ class Speaker:
 
     async def announce(self, prefix: str, attrs: RouteAttributes) -> None:
         """Announce ``prefix`` (a VIP address is its /32 or /128) to every neighbor of its family.
+
         Remembered first: a new ExaBGP announces it even if this raises ``SpeakerError`` for
-        not running or a missing ack; an ``error`` answer forgets it."""
+        not running or a missing ack. ExaBGP answering ``error`` for an established session
+        raises and forgets it; for a session that is not established (ExaBGP 5.0.15 cannot
+        resolve ``next-hop self`` before it has a local address for it) the route is sent again
+        when that session comes up."""
         key = commands.route_prefix(prefix)
         if not isinstance(attrs, RouteAttributes):
             raise ValueError("attrs must be RouteAttributes")
@@ -222,6 +231,8 @@ class Speaker:
         lines = [commands.withdraw(key, neighbor=n.address) for n in targets]
         async with self._lock:
             run = self._ready_run()
+            for deferred in run.deferred.values():
+                deferred.discard(key)
             try:
                 for line in lines:
                     await self._command(run, line)
@@ -237,15 +248,53 @@ class Speaker:
         return targets
 
     async def _send_route(self, key: str, attrs: RouteAttributes, targets: list[Neighbor]) -> None:
-        lines = [
-            commands.announce(key, attrs, local_asn=self._settings.local_asn, neighbor=n.address)
-            for n in targets
-        ]
+        """To each target; ``_Refused`` if ExaBGP refused it for an established session."""
         async with self._lock:
             run = self._ready_run()
-            for line in lines:
-                await self._command(run, line)
+            refused: list[str] = []
+            for neighbor in targets:
+                line = commands.announce(
+                    key, attrs, local_asn=self._settings.local_asn, neighbor=neighbor.address
+                )
+                try:
+                    await self._command(run, line)
+                except _Refused as exc:
+                    status = self._neighbors.get(neighbor.address)
+                    if status is not None and status.state == "established":
+                        refused.append(str(exc))
+                        continue
+                    log.info(
+                        "route deferred until the session is up",
+                        extra={"prefix": key, "neighbor": neighbor.address},
+                    )
+                    run.deferred.setdefault(neighbor.address, set()).add(key)
+                else:
+                    run.deferred.get(neighbor.address, set()).discard(key)
+            if refused:
+                raise _Refused("; ".join(refused))
             run.announced[key] = attrs
+
+    async def _send_deferred(self, run: _Run) -> None:
+        """Routes refused for sessions that were not up, sent again as each comes up."""
+        while True:
+            await run.wake.wait()
+            run.wake.clear()
+            async with self._lock:
+                for address in self._neighbors.established():
+                    for key in sorted(run.deferred.get(address, ())):
+                        attrs = self._wanted.get(key)
+                        run.deferred[address].discard(key)
+                        if attrs is None or run.closed:
+                            continue
+                        line = commands.announce(
+                            key, attrs, local_asn=self._settings.local_asn, neighbor=address
+                        )
+                        try:
+                            await self._command(run, line)
+                        except (SpeakerError, _Refused) as exc:
+                            log.error(
+                                "a deferred route was refused", extra={"prefix": key, "error": str(exc)}
+                            )
 
     def _ready_run(self) -> _Run:
         run = self._run
@@ -356,7 +405,8 @@ class Speaker:
         exiting = asyncio.ensure_future(run.proc.wait())
         aborting = asyncio.ensure_future(run.abort.wait())
         starting = asyncio.ensure_future(self._come_up(run))
-        ends = {reading, exiting, aborting}
+        deferring = asyncio.ensure_future(self._send_deferred(run))
+        ends = {reading, exiting, aborting, deferring}
         try:
             done, _ = await asyncio.wait(ends | {starting}, return_when=asyncio.FIRST_COMPLETED)
             if not done & ends:
@@ -365,14 +415,17 @@ class Speaker:
                     run.abort.set()
                 await asyncio.wait(ends, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for waiter in (reading, exiting, aborting, starting):
+            for waiter in (reading, exiting, aborting, starting, deferring):
                 waiter.cancel()
-            await asyncio.gather(reading, exiting, aborting, starting, return_exceptions=True)
+            await asyncio.gather(reading, exiting, aborting, starting, deferring, return_exceptions=True)
             run.settled.set()
         if run.proc.returncode is not None:
             return f"exabgp exited with {run.proc.returncode}"
         if run.abort.is_set():
             return "no answer from exabgp"
+        if deferring.done() and not deferring.cancelled() and deferring.exception() is not None:
+            log.error("sending deferred routes failed", exc_info=deferring.exception())
+            return "a bug in the speaker"
         return "the API helper disconnected"
 
     async def _come_up(self, run: _Run) -> None:
@@ -412,6 +465,8 @@ class Speaker:
             log.warning("an ack from exabgp for no command", extra={"ack": event.kind})
         elif isinstance(event, events.NeighborChange):
             if self._neighbors.apply(event, self._now()):
+                if event.state == "up" and run.deferred.get(event.peer):
+                    run.wake.set()
                 log.info(
                     "bgp session",
                     extra={"neighbor": event.peer, "state": event.state, "reason": event.reason},

@@ -4,7 +4,9 @@
 as ExaBGP does (pipes, own process group), says each neighbor is connected then up (JSON lines of
 the 5.0 shape), answers every command with ``done`` and records it in ``commands.log`` next to
 the configuration. ``fake.json`` beside this program changes that: ``{"validate": "refuse"}``, ``{"answer":
-"error" | "silent"}``, ``{"sessions": false}``. On SIGTERM it says each session is down, stops
+"error" | "silent"}``, ``{"up_after": SECONDS}`` (sessions come up that late, and until then a
+route for a neighbor is refused, as ExaBGP 5.0.15 refuses ``next-hop self`` for a session whose
+local address it does not know yet). On SIGTERM it says each session is down, stops
 the API process and exits, as ExaBGP does.
 """
 
@@ -65,13 +67,18 @@ def main() -> int:
         sys.exit(0)
 
     signal.signal(signal.SIGTERM, stop)
-    if options.get("sessions", True):
-        for peer in peers:
-            say(state(peer, "connected"))
-            say(state(peer, "up"))
+    up_at = time.monotonic() + float(options.get("up_after", 0))
+    up = False
     buffer = b""
     while True:
-        select.select([helper.stdout], [], [])
+        if not up and time.monotonic() >= up_at:
+            for peer in peers:
+                say(state(peer, "connected"))
+                say(state(peer, "up"))
+            up = True
+        timeout = None if up else max(0.0, up_at - time.monotonic())
+        if not select.select([helper.stdout], [], [], timeout)[0]:
+            continue
         data = os.read(helper.stdout.fileno(), 65536)
         if not data:  # the API process is gone: ExaBGP 5 keeps running (and announcing)
             helper.wait()
@@ -82,6 +89,8 @@ def main() -> int:
             log.write(line.decode() + "\n")
             log.flush()
             answer = options.get("answer", "done")
+            if not up and line.startswith(b"neighbor ") and b" announce route " in line:
+                answer = "error"
             if answer != "silent":
                 say(answer)
 

@@ -126,11 +126,38 @@ async def test_an_error_answer_raises_and_forgets_the_route(world: World) -> Non
     speaker = world.speaker()
     await speaker.start()
     try:
+        await established(speaker)
         with pytest.raises(SpeakerError, match="ExaBGP answered 'error'"):
             await speaker.announce("203.0.113.10", ATTRS)
         assert speaker.wanted == {}
         assert speaker.announced == {}
         assert speaker.running  # a refusal is not a failure of ExaBGP
+    finally:
+        await speaker.stop()
+
+
+async def test_a_route_refused_for_a_session_not_up_is_sent_when_it_comes_up(world: World) -> None:
+    world.fake(up_after=1.0)
+    speaker = world.speaker()
+    await speaker.start()
+    try:
+        assert speaker.neighbors.established() == []
+        await speaker.announce("203.0.113.10", ATTRS)  # refused by both: deferred, not an error
+        await speaker.announce("203.0.113.11", ATTRS)
+        await speaker.withdraw("203.0.113.11")  # deferred routes withdrawn are not sent later
+        refused = world.commands()
+        assert len(refused) == 6
+        await established(speaker)
+        announce = "neighbor {} announce route 203.0.113.10/32 next-hop self med 0 community [65000:1]"
+        await wait_until_async(
+            lambda: (
+                world.commands()[len(refused) :]
+                == [announce.format("192.0.2.1"), announce.format("192.0.2.2")]
+            ),
+            5.0,
+            what="deferred routes sent",
+        )
+        assert speaker.announced == {"203.0.113.10/32": ATTRS}
     finally:
         await speaker.stop()
 
