@@ -30,6 +30,7 @@ _prctl.restype = ctypes.c_int
 def _die_with(parent: int) -> None:
     """In the child, before exec: SIGTERM when the parent goes. If it went already (between the
     fork and here) nothing would ever send it, so it is sent now."""
+    os.setpgid(0, 0)  # its own group: a ^C at the controller's terminal is ours to pass on
     if _prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
         os._exit(127)
     if os.getppid() != parent:
@@ -57,7 +58,7 @@ async def spawn(
             stderr=out,
             env=dict(env),
             cwd=cwd,
-            process_group=0,  # its own group: a ^C at the controller's terminal is ours to pass on
+            # (no process_group=: uvloop, the edge's loop, refuses it; the child calls setpgid)
             preexec_fn=lambda: _die_with(parent),
         )
 
