@@ -111,6 +111,13 @@ def _bool(r: _Reader, value: Any, path: str) -> bool:
     return value
 
 
+def _count(r: _Reader, value: Any, path: str, minimum: int) -> int:
+    number = r.number(value, path, minimum)
+    if number != int(number):
+        r.fail(path, "must be a whole number")
+    return int(number)
+
+
 def parse(raw: Any) -> EdgeConfig:
     r = _Reader()
     doc = r.mapping(raw, "", _TOP)
@@ -131,18 +138,18 @@ def parse(raw: Any) -> EdgeConfig:
     probe = ProbeConfig(
         r.number(p.get("interval", 1.0), "probe.interval", 0.05),
         r.number(p.get("timeout", 2.0), "probe.timeout", 0.05),
-        int(r.number(p.get("ejectAfter", 3), "probe.ejectAfter", 1)),
+        _count(r, p.get("ejectAfter", 3), "probe.ejectAfter", 1),
     )
     a = r.mapping(doc.get("announce", {}), "announce", {"interval", "rise", "fall", "staleness"})
     announce = AnnounceConfig(
         r.number(a.get("interval", 1.0), "announce.interval", 0.05),
-        int(r.number(a.get("rise", 2), "announce.rise", 1)),
-        int(r.number(a.get("fall", 3), "announce.fall", 1)),
+        _count(r, a.get("rise", 2), "announce.rise", 1),
+        _count(r, a.get("fall", 3), "announce.fall", 1),
         r.number(a.get("staleness", 600.0), "announce.staleness", 0.0),
     )
     d = r.mapping(doc.get("drain", {}), "drain", {"threshold", "deadline"})
     drain = DrainConfig(
-        int(r.number(d.get("threshold", 0), "drain.threshold", 0)),
+        _count(r, d.get("threshold", 0), "drain.threshold", 0),
         r.number(d.get("deadline", 30.0), "drain.deadline", 0.0),
     )
     c = r.mapping(doc.get("zoneChoice", {}), "zoneChoice", {"hysteresis", "tie"})
@@ -150,9 +157,11 @@ def parse(raw: Any) -> EdgeConfig:
         r.number(c.get("hysteresis", 0.2), "zoneChoice.hysteresis", 0.0),
         r.number(c.get("tie", 0.002), "zoneChoice.tie", 0.0),
     )
+    if choice.hysteresis >= 1.0:
+        r.fail("zoneChoice.hysteresis", "must be a fraction below 1")
     t = r.mapping(doc.get("retry", {}), "retry", {"attempts", "budget"})
     retry = RetryConfig(
-        int(r.number(t.get("attempts", 3), "retry.attempts", 1)),
+        _count(r, t.get("attempts", 3), "retry.attempts", 1),
         r.number(t.get("budget", 0.2), "retry.budget", 0.0),
     )
     if retry.budget > 1.0:

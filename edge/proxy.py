@@ -25,11 +25,12 @@ import ssl
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from edge.choice import ZoneBook, ZoneChooser, pick_first
+from edge.choice import ZoneBook, ZoneChooser, pick_first, usable
 from edge.config import EdgeConfig
 from edge.public_tls import PublicTls
 from edge.runtime import EdgeRuntime, GlobalService, ServingZone
 from meshgate.pki.spiffe import SpiffeId
+from meshgate.pki.tls import TlsConfigError
 from meshgate.pki.verify import VerifiedPeer
 from meshgate.proxy.bridge import Bridge, Prepared
 from meshgate.proxy.cluster import Cluster, Endpoint
@@ -52,6 +53,8 @@ from zones.local import CONNECT_TIMEOUT, http_options, open_access_log
 log = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({502, 503})
+#: what a bad Certificate document raises in ``PublicTls.update`` (an encrypted key: TlsConfigError)
+CERTIFICATE_ERRORS = (ValueError, ssl.SSLError, TlsConfigError)
 HTTP_PROTOCOLS = ("http", "https")
 
 
@@ -105,8 +108,14 @@ class ServiceRoute:
         self.ranked = self.edge.chooser.order(self.service)
 
     def groups(self) -> list[Cluster]:
-        """The upstream groups for the next request (weights applied)."""
-        return [self.clusters[z.zone] for z in pick_first(self.ranked) if z.zone in self.clusters]
+        """The upstream groups for the next request (weights applied; a zone ejected since the
+        last ranking is skipped at once, not at the next probe round)."""
+        health = self.edge.book.zones
+        return [
+            self.clusters[z.zone]
+            for z in pick_first(self.ranked)
+            if z.zone in self.clusters and usable(z, health.get((self.service.name, z.zone)))
+        ]
 
     async def connect(self, tls: TlsIdentity) -> Upstream:
         last: UpstreamError | None = None
@@ -225,8 +234,11 @@ class EdgeProxy:
                 entry = self.listeners[key] = want
             else:
                 entry.services, entry.vips = want.services, want.vips
-            if entry.tls is not None:
-                entry.tls.update(self._certificates(entry))
+            if entry.tls is not None and entry.listener is not None:
+                try:
+                    entry.tls.update(self._certificates(entry))
+                except CERTIFICATE_ERRORS as exc:  # the certificates in use stay
+                    log.warning("%s:%d: certificate refused, the previous one stays: %s", key[0], key[1], exc)
             if entry.listener is None:
                 await self._start(entry)
 
@@ -240,6 +252,9 @@ class EdgeProxy:
         return certs
 
     async def _start(self, entry: PublicListener) -> None:
+        if entry.port > 65535:  # a public port + listen.portOffset (uvloop would bind it modulo 65536)
+            entry.error = f"cannot listen: port {entry.port} is beyond 65535 (listen.portOffset too large)"
+            return
         name = f"edge/{entry.address}:{entry.port}"
         listener_stats = self.stats.listener(name)
         tls: ssl.SSLContext | None = None
@@ -247,7 +262,7 @@ class EdgeProxy:
             entry.tls = entry.tls or PublicTls()
             try:
                 entry.tls.update(self._certificates(entry))
-            except (ValueError, ssl.SSLError) as exc:
+            except CERTIFICATE_ERRORS as exc:
                 entry.error = f"certificate refused: {exc}"
                 return
             if not entry.tls.ready:

@@ -23,6 +23,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshgate.pki.spiffe import SpiffeId
 from zones.runtime import BadConfig
 
 PROTOCOLS = ("http", "https", "tcp", "tls-passthrough")
@@ -123,16 +124,18 @@ def _zone(value: Any, what: str) -> ServingZone:
     distance = doc.get("distance")
     if distance is not None and (not isinstance(distance, int | float) or isinstance(distance, bool)):
         raise BadConfig(f"{what}.distance must be a number or null")
-    endpoints = []
+    endpoints: list[ZoneEndpoint] = []
     for i, raw in enumerate(_list(doc.get("endpoints", []), f"{what}.endpoints")):
         e = _dict(raw, f"{what}.endpoints[{i}]")
-        endpoints.append(
-            ZoneEndpoint(
-                _ip(e.get("address"), f"{what}.endpoints[{i}].address"),
-                _int(e.get("port"), f"{what}.endpoints[{i}].port", 1, 65535),
-                _str(e.get("sni"), f"{what}.endpoints[{i}].sni"),
-            )
+        endpoint = ZoneEndpoint(
+            _ip(e.get("address"), f"{what}.endpoints[{i}].address"),
+            _int(e.get("port"), f"{what}.endpoints[{i}].port", 1, 65535),
+            _str(e.get("sni"), f"{what}.endpoints[{i}].sni"),
         )
+        if any((x.address, x.port) == (endpoint.address, endpoint.port) for x in endpoints):
+            # a zone's ingresses become one cluster, which refuses an address twice
+            raise BadConfig(f"{what}.endpoints[{i}] repeats {endpoint.address}:{endpoint.port}")
+        endpoints.append(endpoint)
     return ServingZone(
         _str(doc.get("zone"), f"{what}.zone"),
         _int(doc.get("priority", 0), f"{what}.priority", 0, 1000),
@@ -160,10 +163,15 @@ def _service(key: str, spec: dict[str, Any]) -> GlobalService:
     certificate = spec.get("certificate")
     if certificate is not None:
         certificate = _str(certificate, f"{key}.certificate")
+    identity = _str(spec.get("identity"), f"{key}.identity")
+    try:
+        SpiffeId.parse(identity)  # the zones' ingresses must present it (checked at each connect)
+    except ValueError as exc:
+        raise BadConfig(f"{key}.identity must be a SPIFFE ID: {exc}") from None
     return GlobalService(
         _str(spec.get("name"), f"{key}.name"),
         _str(spec.get("service"), f"{key}.service"),
-        _str(spec.get("identity"), f"{key}.identity"),
+        identity,
         tuple(
             _str(h, f"{key}.hostnames[]").lower()
             for h in _list(spec.get("hostnames", []), f"{key}.hostnames")
@@ -198,7 +206,7 @@ def build(version: int, documents: dict[str, dict[str, Any]]) -> EdgeRuntime:
             service = _service(key, spec)
             services[service.name] = service
         elif kind == "Certificate":
-            name = _str(doc.get("metadata", {}).get("name"), f"{key}.metadata.name")
+            name = _str(_dict(doc.get("metadata", {}), f"{key}.metadata").get("name"), f"{key}.metadata.name")
             certificates[name] = Certificate(
                 name, _str(spec.get("certificate"), f"{key}.certificate"), _str(spec.get("key"), f"{key}.key")
             )
