@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bgp.commands import RouteAttributes, announce, route_prefix, withdraw
@@ -182,6 +182,7 @@ communities = st.one_of(
 )
 
 
+@settings(deadline=None)  # a shared, noisy machine
 @given(
     address=st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).filter(
         lambda a: not (a.is_unspecified or a.is_multicast)
