@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from meshgate.faults.faults import Faults
 
+from meshgate.faults.faults import Faults
 from meshgate.netns import Namespace
 from meshgate.netns.flow_pinning import pin_flows, unpin_flows
 from meshgate.netns.namespace import wait_until
@@ -43,6 +43,7 @@ VIP = f"198.18.{random.randrange(0, 255)}.{random.randrange(1, 255)}"
 PREFIX = f"{VIP}/32"
 ANNOUNCE = {"interval": 0.25, "rise": 2, "fall": 3}
 REPO = Path(__file__).resolve().parents[2]
+GSHUT = "65535:0"
 
 
 def listen_port() -> int:
@@ -104,7 +105,12 @@ class Lab:
         """The communities of each path the router has for the VIP (FRR: from its JSON)."""
         if isinstance(self.router, Frr):
             route = self.router.bgp_route(PREFIX)
-            return [p.get("community", {}).get("string", "").split() for p in route.get("paths", [])]
+            # FRR names the well-known community: 65535:0 is "graceful-shutdown" in its JSON
+            return [
+                [GSHUT if c in ("graceful-shutdown", "gracefulShutdown") else c
+                 for c in p.get("community", {}).get("string", "").split()]
+                for p in route.get("paths", [])
+            ]  # fmt: skip
         text = self.router.show(f"show route for {PREFIX} all")  # type: ignore[attr-defined]
         return [[c.replace("(", "").replace(")", "").replace(",", ":") for c in line.split()[1:]]
                 for line in text.splitlines() if "BGP.community" in line]  # fmt: skip
@@ -127,7 +133,7 @@ def lab(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         ports = {"http": listen_port(), "https": listen_port(), "tcp": listen_port()}
         mesh = build_mesh(
             root, vip=VIP, ports=ports, listen_port=listen_port, fault_proxy=start_fault_proxy,
-            fault_host="0.0.0.0", advertise_host=advertise, zone_cp_host="0.0.0.0",
+            fault_host=advertise, zone_cp_host="0.0.0.0",
         )  # fmt: skip
         router_class = Bird if kind == "bird" else Frr
         router = router_class(
@@ -238,10 +244,10 @@ def drain_under_load(lab: Lab, pinned: bool) -> dict[str, Any]:
         assert load.stdout is not None
         json.loads(load.stdout.readline())  # started
         wait_until(lambda: served(lab) >= before + 30, 10, what="load reaching the workloads")
+        asked = time.monotonic()  # (the CLI's own start-up counts: it is part of what an operator waits)
         drained = lab.cli("edge", "drain", "edge-one", "--reason", "test")
         assert drained.returncode == 0, drained.stderr
-        asked = time.monotonic()
-        wait_until(lambda: any("65535:0" in c for c in lab.communities()), 10, what="65535:0 at the router")
+        wait_until(lambda: any(GSHUT in c for c in lab.communities()), 10, what="65535:0 at the router")
         signalled = time.monotonic()
         wait_until(
             lambda: lab.nexthops() == {lab.edge_address["edge-two"]}, 10, what="route moved to edge-two"
