@@ -183,7 +183,12 @@ class ZoneCPProcess(ManagedProcess):
     what = "zone CP"
 
     def __init__(
-        self, data_dir: Path, zone: str, global_url: str, token: str | None = None, proxy_host: str = "127.0.0.1"
+        self,
+        data_dir: Path,
+        zone: str,
+        global_url: str,
+        token: str | None = None,
+        proxy_host: str = "127.0.0.1",
     ) -> None:
         super().__init__(data_dir, "zone-cp.log")
         self.proxy_host = proxy_host  # 0.0.0.0: proxies and edges in other network namespaces reach it
