@@ -109,6 +109,7 @@ async def test_start_announce_withdraw_stop(world: World) -> None:
         assert "meshgate_bgp_announced_routes 1" in samples
         assert 'meshgate_bgp_neighbor_up{neighbor="192.0.2.1",peer_asn="65001"} 1' in samples
         exabgp, helper = exabgp_pid(speaker), world.helper_pid()
+        assert os.getpgid(exabgp) == exabgp  # its own process group
     finally:
         await speaker.stop()
     assert not speaker.running
@@ -294,15 +295,22 @@ async def main():
     print(json.dumps({{"exabgp": speaker._run.proc.pid}}), flush=True)
     await asyncio.sleep(60)
 
-asyncio.run(main())
+if {uvloop!r}:
+    import uvloop
+    uvloop.run(main())
+else:
+    asyncio.run(main())
 """
 
 
-def test_exabgp_and_its_helper_die_with_the_controller(world: World, tmp_path: Path) -> None:
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_exabgp_and_its_helper_die_with_the_controller(world: World, tmp_path: Path, loop: str) -> None:
     script = tmp_path / "controller.py"
     script.write_text(
         textwrap.dedent(
-            CONTROLLER.format(repo=str(REPO), workdir=str(world.workdir), exabgp=str(world.exabgp))
+            CONTROLLER.format(
+                repo=str(REPO), workdir=str(world.workdir), exabgp=str(world.exabgp), uvloop=loop == "uvloop"
+            )
         )
     )
     controller = subprocess.Popen(
@@ -317,7 +325,7 @@ def test_exabgp_and_its_helper_die_with_the_controller(world: World, tmp_path: P
         controller.kill()
         controller.wait()
         took = wait_until(lambda: exabgp.exited() and helper.exited(), 5.0, interval=0.005)
-        print(f"controller SIGKILL -> exabgp and helper gone in {took * 1000:.0f} ms")
+        print(f"{loop}: controller SIGKILL -> exabgp and helper gone in {took * 1000:.0f} ms")
         assert took < 1.0
         exabgp.close()
         helper.close()
