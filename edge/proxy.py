@@ -66,10 +66,11 @@ class ZoneCluster(Cluster):
         self.book, self.service, self.zone = book, service, zone
 
     def report(self, endpoint: Endpoint, ok: bool) -> None:
+        """Failures count against the zone; a successful connect does not clear them (a zone
+        that accepts connections and answers 503 to everything must still be ejected): only a
+        successful probe brings an ejected zone back."""
         super().report(endpoint, ok)
-        if ok:
-            self.book.request_succeeded(self.service, self.zone)
-        else:
+        if not ok:
             self.book.request_failed(self.service, self.zone)
 
 

@@ -913,12 +913,13 @@ class HttpServer(asyncio.Protocol):
         """Send ``exchange`` to another upstream group instead of answering with this response."""
         budget, upstreams = self.site.retry_budget, exchange.upstreams
         cluster, endpoint, client = exchange.cluster, exchange.endpoint, exchange.client
+        if cluster is not None and endpoint is not None:
+            cluster.report(endpoint, ok=False)  # a 502/503 counts against its group, retried or not
         if (
             not exchange.retryable or exchange.retried or not exchange.request_done
             or upstreams is None or cluster is None or endpoint is None or client is None
         ):  # fmt: skip
             return False
-        cluster.report(endpoint, ok=False)
         picked = upstreams.pick(cluster.endpoints)
         if picked is None or budget is None or not budget.allow():
             return False
