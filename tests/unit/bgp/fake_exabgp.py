@@ -12,6 +12,7 @@ the API process and exits, as ExaBGP does.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -60,11 +61,15 @@ def main() -> int:
         helper.stdin.flush()
 
     def stop(*_: object) -> None:
-        for peer in peers:
-            say(state(peer, "down", "stop, message [shutting down]"))
+        # a signal handler: it may interrupt say() or helper.wait() in the loop, so it takes no
+        # lock of theirs (a second wait() would deadlock on Popen's) and leaves at once
+        with contextlib.suppress(OSError):
+            os.write(
+                helper.stdin.fileno(),
+                "".join(state(p, "down", "shutting down") + "\n" for p in peers).encode(),
+            )
         helper.terminate()
-        helper.wait()
-        sys.exit(0)
+        os._exit(0)
 
     signal.signal(signal.SIGTERM, stop)
     up_at = time.monotonic() + float(options.get("up_after", 0))

@@ -316,20 +316,24 @@ def test_exabgp_and_its_helper_die_with_the_controller(world: World, tmp_path: P
     controller = subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
+    children: list[Pidfd] = []
     try:
         assert controller.stdout is not None
         line = controller.stdout.readline()
         assert line, controller.stderr.read() if controller.stderr else ""
         exabgp = Pidfd(json.loads(line)["exabgp"])
         helper = Pidfd(world.helper_pid())
+        children += [exabgp, helper]
         controller.kill()
         controller.wait()
         took = wait_until(lambda: exabgp.exited() and helper.exited(), 5.0, interval=0.005)
         print(f"{loop}: controller SIGKILL -> exabgp and helper gone in {took * 1000:.0f} ms")
         assert took < 1.0
-        exabgp.close()
-        helper.close()
     finally:
+        for child in children:  # a failed test leaves nothing behind
+            if not child.exited():
+                child.kill()
+            child.close()
         if controller.poll() is None:
             controller.kill()
         controller.wait()
