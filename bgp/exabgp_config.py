@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -96,6 +98,12 @@ def render(settings: BgpSettings, *, api_argv: list[str]) -> str:
     return "\n".join(blocks) + "\n"
 
 
+def find_exabgp(name: str = "exabgp") -> str | None:
+    """``name`` on PATH, else beside the running Python (a virtualenv not activated, as when a
+    service manager runs ``/opt/meshgate/bin/meshgate`` directly)."""
+    return shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+
+
 def validate(text: str, *, exabgp: str = "exabgp") -> None:
     """Run ``exabgp validate`` on ``text``; ``ConfigInvalid`` with its output if it refuses."""
     with tempfile.TemporaryDirectory(prefix="meshgate-exabgp-") as tmp:
@@ -104,7 +112,7 @@ def validate(text: str, *, exabgp: str = "exabgp") -> None:
         env_file = Path(tmp) / "exabgp.env"
         env_file.write_text(exabgp_env.ENV_FILE_TEXT)
         done = subprocess.run(
-            [exabgp, "validate", str(conf)],
+            [find_exabgp(exabgp) or exabgp, "validate", str(conf)],
             env=exabgp_env.environment(os.environ, env_file=env_file),
             cwd=tmp,
             capture_output=True,

@@ -19,7 +19,6 @@ import collections
 import contextlib
 import logging
 import os
-import shutil
 import socket
 import struct
 import sys
@@ -156,9 +155,9 @@ class Speaker:
         and wait for its helper to connect (``SpeakerError`` if it does not in time)."""
         if self._started:
             raise RuntimeError("speaker already started")
-        exabgp = shutil.which(self._exabgp)
+        exabgp = exabgp_config.find_exabgp(self._exabgp)
         if exabgp is None:
-            raise SpeakerError(f"{self._exabgp!r} not found on PATH")
+            raise SpeakerError(f"{self._exabgp!r} not found on PATH nor beside {sys.executable}")
         self._workdir.mkdir(parents=True, exist_ok=True)
         sock_path = self._workdir / "api.sock"
         if len(os.fsencode(sock_path)) > _SUN_PATH_MAX:

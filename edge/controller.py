@@ -23,10 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from bgp.announcer import Announcer, Plan
-from bgp.commands import RouteAttributes
+from bgp.commands import RouteAttributes, route_prefix
 from bgp.settings import BgpSettings, settings_from_spec
 from bgp.speaker import ConfigInvalid, Speaker, SpeakerError
-
 from edge.config import EdgeConfig
 from edge.health import Verdict, config_verdict, vip_verdicts
 from edge.proxy import EdgeProxy
@@ -38,7 +37,8 @@ PREPEND = 3  # AS-path prepend while draining (with the as-path-prepend signal)
 
 
 def prefix_of(vip: str) -> str:
-    return f"{vip}/128" if ":" in vip else f"{vip}/32"
+    """The route of a VIP, normalised as the speaker keys what it announced."""
+    return route_prefix(vip)
 
 
 class Controller:
