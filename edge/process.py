@@ -12,8 +12,8 @@ Process tree (see ``bgp/README.md``)::
 
     meshgate edge run                 the controller: listeners, probes, control loop
     └── exabgp server <conf>          parent-death signal SIGTERM: dies with the controller
-        └── python -m bgp.helper      ExaBGP's API process, a pipe to the controller's unix
-                                      socket; exits when either side closes
+        └── python -I -S bgp/helper.py   ExaBGP's API process, a pipe to the controller's
+                                         unix socket; exits when either side closes
 
 SIGTERM or SIGINT: keep-alive ends on client connections, ExaBGP stops (its sessions close, so
 every route is withdrawn at once), the listeners close, open connections get ``drain.deadline``
