@@ -124,7 +124,8 @@ def _label_value(value: str) -> str:
 def _community(value: str) -> str:
     parts = value.split(":")
     limits = {2: 0xFFFF, 3: 0xFFFFFFFF}
-    if len(parts) not in limits or not all(p.isdigit() for p in parts):
+    # ASCII digits only: str.isdigit() also takes other scripts' digits, which no BGP speaker reads
+    if len(parts) not in limits or not all(p.isascii() and p.isdigit() for p in parts):
         raise _fail("must be a standard community ASN:VALUE or a large community A:B:C")
     if any(int(p) > limits[len(parts)] for p in parts):
         raise _fail("community part out of range (16 bits each for standard, 32 for large)")

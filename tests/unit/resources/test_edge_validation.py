@@ -104,3 +104,20 @@ def test_every_violation_of_one_edge_at_once() -> None:
         "spec.bgp.neighbors[1].address": "required",
     }
     assert violations(edge(neighbors=[])) == {"spec.bgp.neighbors": "must have at least 1 item(s)"}
+
+
+def test_a_community_with_digits_of_another_script_is_refused() -> None:
+    """ExaBGP reads ASCII digits only: an Edge the control plane accepted must be one its edges
+    can announce."""
+    from pydantic import ValidationError
+
+    from meshgate.resources.kinds.edge import BgpSpec
+
+    base = {
+        "localASN": 65000,
+        "routerID": "10.0.0.1",
+        "neighbors": [{"address": "10.0.0.2", "peerASN": 65001}],
+    }
+    BgpSpec.model_validate({**base, "communities": ["65000:1"]})
+    with pytest.raises(ValidationError, match="standard community"):
+        BgpSpec.model_validate({**base, "communities": ["\u0666\u0665\u0660\u0660\u0660:1"]})
