@@ -16,7 +16,6 @@ carry weights, ``pick_first`` spreads requests among them by weight instead.
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 from collections.abc import Sequence
@@ -107,25 +106,25 @@ class ZoneChooser:
             h = health[z.zone]
             return h.rtt if h is not None and h.reachable else None
 
-        def compare(a: ServingZone, b: ServingZone) -> int:
-            if a.priority != b.priority:
-                return a.priority - b.priority
-            ra, rb = rtt(a), rtt(b)
-            if ra is not None and rb is not None:
-                if abs(ra - rb) > max(self.tie, NEAR_TIE_FRACTION * min(ra, rb)):
-                    return -1 if ra < rb else 1
-            elif ra is not None or rb is not None:
-                return -1 if ra is not None else 1  # measured before never measured
-            else:
-                da = a.distance if a.distance is not None else math.inf
-                db = b.distance if b.distance is not None else math.inf
-                if da != db:
-                    return -1 if da < db else 1
-            return index[a.zone] - index[b.zone]
-
-        ranked = sorted(candidates, key=functools.cmp_to_key(compare))
-        leader = self._leaders.get(service.name)
+        ranked: list[ServingZone] = []
+        for priority in sorted({z.priority for z in candidates}):
+            level = [z for z in candidates if z.priority == priority]
+            measured = sorted((z for z in level if rtt(z) is not None), key=lambda z: (rtt(z), index[z.zone]))
+            # Near-ties: each group starts at its fastest zone and takes every zone within `tie`
+            # (or 10 %) of it; the GlobalService's order decides inside a group. Anchoring at the
+            # group's first zone keeps the ranking transitive (no chain of small gaps drifts).
+            while measured:
+                anchor = rtt(measured[0]) or 0.0
+                limit = anchor + max(self.tie, NEAR_TIE_FRACTION * anchor)
+                group = [z for z in measured if (rtt(z) or 0.0) <= limit]
+                ranked += sorted(group, key=lambda z: index[z.zone])
+                measured = measured[len(group) :]
+            unmeasured = [z for z in level if rtt(z) is None]
+            ranked += sorted(
+                unmeasured, key=lambda z: (z.distance if z.distance is not None else math.inf, index[z.zone])
+            )
         first = ranked[0]
+        leader = self._leaders.get(service.name)
         if leader is not None and leader != first.zone:
             held = next((z for z in ranked if z.zone == leader and z.priority == first.priority), None)
             if held is not None:

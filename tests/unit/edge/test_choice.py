@@ -312,3 +312,28 @@ def test_order_is_a_permutation_of_the_usable_zones_with_priorities_never_invert
         if picked:
             assert picked[0].priority == ranked[0].priority
             assert [z.priority for z in picked] == priorities
+
+
+@settings(deadline=None, max_examples=200)
+@given(st.lists(st.floats(min_value=0.001, max_value=0.2), min_size=2, max_size=6))
+def test_a_near_tie_never_puts_first_a_zone_slower_than_the_tie_allows(rtts: list[float]) -> None:
+    """Near-ties are grouped from the fastest zone: a chain of small gaps cannot carry the
+    GlobalService's first choice past ``tie`` (or 10 %) of the fastest zone."""
+    zones = [zone(f"z{i}") for i in range(len(rtts))]
+    book = ZoneBook()
+    for z, rtt in zip(zones, rtts, strict=True):
+        measure(book, z.zone, rtt)
+    chooser = ZoneChooser(book, tie=0.002)
+    first = chooser.order(service(*zones))[0]
+    fastest = min(rtts)
+    assert rtts[int(first.zone[1:])] <= fastest + max(0.002, 0.1 * fastest) + 1e-12
+
+
+def test_a_chain_of_near_ties_does_not_drift_to_a_slow_zone() -> None:
+    """12.7, 11.8, 10.9 and 10.0 ms, each within 10 % of the next: listed slowest first, the
+    first choice must still be within 10 % of the fastest (10.9 or 10.0 ms), in listed order."""
+    zones = [zone(n) for n in ("a", "b", "c", "d")]
+    book = ZoneBook()
+    for z, rtt in zip(zones, (0.0127, 0.0118, 0.0109, 0.0100), strict=True):
+        measure(book, z.zone, rtt)
+    assert names(ZoneChooser(book, tie=0.0005).order(service(*zones))) == ["c", "d", "a", "b"]
