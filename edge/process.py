@@ -41,12 +41,11 @@ from edge.status import edge_status, gauges, metric_lines
 from meshgate.lifecycle import until_signal
 from meshgate.proxy.identity import TlsIdentity
 from meshgate.proxy.stats import Stats
-from meshgate.sync.backoff import Backoff
 from zones.admin import Admin
 from zones.config import ConfigError
-from zones.enroll import EnrollError, ZoneCP, enroll
+from zones.enroll import EnrollError, ZoneCP
 from zones.link import Link
-from zones.runtime import BadConfig
+from zones.startup import identity_or_enroll, last_config
 from zones.state import Identity, ProxyState
 
 log = logging.getLogger(__name__)
@@ -76,7 +75,11 @@ def main(
         return EXIT_INVALID
     try:
         token = token_file.read_text().strip() if token_file is not None else None
-        identity = uvloop.run(_identity(zone_cp, config, data_dir, token, cert_ttl))
+        identity = uvloop.run(
+            identity_or_enroll(
+                zone_cp, data_dir, token, role="edge", service="", name=config.name, ttl=cert_ttl
+            )
+        )
     except EnrollError as exc:
         log.error("enrollment refused: %s", exc)
         return EXIT_AUTH
@@ -84,30 +87,6 @@ def main(
         log.error("cannot start: %s", exc)
         return EXIT_ERROR
     return uvloop.run(Edge(config, zone_cp, data_dir, identity, cert_ttl).run())
-
-
-async def _identity(
-    zone_cp: ZoneCP, config: EdgeConfig, data_dir: Path, token: str | None, cert_ttl: float | None
-) -> Identity:
-    state = ProxyState(data_dir)
-    identity = state.load_identity()
-    if identity is not None:
-        return identity
-    if token is None:
-        raise EnrollError(f"no identity in {data_dir} and no --token-file to enroll with", retry=False)
-    backoff = Backoff(0.2, 5.0)
-    while True:
-        try:
-            identity = await enroll(zone_cp, token, "edge", "", config.name, cert_ttl)
-            break
-        except EnrollError as exc:
-            if not exc.retry:
-                raise
-            log.warning("enrollment: %s; retrying", exc)
-            await asyncio.sleep(backoff.next())
-    state.save_identity(identity)
-    log.info("enrolled", extra={"identity": identity.spiffe_id, "not_after": identity.not_after})
-    return identity
 
 
 class Edge:
@@ -144,7 +123,7 @@ class Edge:
         self._status_sent_at = 0.0
 
     async def run(self) -> int:
-        version, documents = self._last_config()
+        version, documents = last_config(self.state, build, self._apply)
         self.link = Link(
             self.zone_cp, self.state, self.identity, documents, version, self._config_changed,
             self._identity_changed, self.cert_ttl, self._registration, builder=build,
@@ -163,23 +142,6 @@ class Edge:
             await self.admin.start(*self.config.admin)
         await until_signal()
         return await self._stop()
-
-    def _last_config(self) -> tuple[int, dict[str, dict[str, Any]]]:
-        try:
-            version, documents = self.state.load_config()
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("the persisted configuration is unreadable, waiting for the zone CP: %s", exc)
-            return 0, {}
-        if not documents:
-            return 0, {}
-        try:
-            runtime = build(version, documents)
-        except BadConfig as exc:
-            log.warning("the persisted configuration is refused, waiting for the zone CP: %s", exc)
-            return 0, {}
-        self._apply(runtime)
-        log.info("serving the persisted configuration until the zone CP answers", extra={"version": version})
-        return version, documents
 
     async def _stop(self) -> int:
         self.serving = False

@@ -40,14 +40,8 @@ from meshgate.proxy.http.server import Site
 from meshgate.proxy.http.upstreams import HttpUpstreams
 from meshgate.proxy.identity import TlsIdentity
 from meshgate.proxy.listener import Listener
-from meshgate.proxy.stats import ClusterStats, Stats
-from meshgate.proxy.upstream import (
-    DEFAULT_ATTEMPTS,
-    NoEndpointError,
-    Upstream,
-    UpstreamError,
-    connect_cluster,
-)
+from meshgate.proxy.stats import ClusterStats, ListenerStats, Stats
+from meshgate.proxy.upstream import NoEndpointError, Upstream, connect_groups
 from zones.local import CONNECT_TIMEOUT, http_options, open_access_log
 
 log = logging.getLogger(__name__)
@@ -119,18 +113,9 @@ class ServiceRoute:
         ]
 
     async def connect(self, tls: TlsIdentity) -> Upstream:
-        last: UpstreamError | None = None
-        for cluster in self.groups():
-            attempts = min(DEFAULT_ATTEMPTS, len(cluster.endpoints))
-            try:
-                upstream = await connect_cluster(cluster, ssl=tls, attempts=attempts, timeout=CONNECT_TIMEOUT)
-            except UpstreamError as exc:
-                last = exc
-                continue
-            return upstream
-        if last is not None:
-            raise last
-        raise NoEndpointError(f"no zone can serve {self.service.name!r}", endpoint="", kind="no_endpoint")
+        return await connect_groups(
+            self.groups(), ssl=tls, timeout=CONNECT_TIMEOUT, what=f"no zone can serve {self.service.name!r}"
+        )
 
     def targets(self) -> dict[tuple[str, str], tuple[Endpoint, ...]]:
         return {(self.service.name, zone): cluster.endpoints for zone, cluster in self.clusters.items()}
@@ -284,7 +269,9 @@ class EdgeProxy:
             entry.site = site
             listener = Listener(name, site.protocol, tls=tls, stats=listener_stats)
         else:
-            listener = Listener(name, functools.partial(self._l4, entry), stats=listener_stats)
+            listener = Listener(
+                name, functools.partial(self._l4, entry, listener_stats), stats=listener_stats
+            )
         try:
             await listener.start(entry.address, entry.port)
         except OSError as exc:
@@ -304,7 +291,7 @@ class EdgeProxy:
                 return route.http
         return None
 
-    def _l4(self, entry: PublicListener, peer: VerifiedPeer | None) -> asyncio.Protocol:
+    def _l4(self, entry: PublicListener, stats: ListenerStats, peer: VerifiedPeer | None) -> asyncio.Protocol:
         route = self.routes.get(entry.services[0]) if entry.services else None
 
         async def prepare(raw: asyncio.Transport, initial: bytes) -> Prepared:
@@ -312,7 +299,7 @@ class EdgeProxy:
                 raise NoEndpointError("the service is gone", endpoint="", kind="no_endpoint")
             return raw, await route.connect(self.tls), route.stats
 
-        return Bridge(prepare, self.stats.listener(f"edge/{entry.address}:{entry.port}"), {})
+        return Bridge(prepare, stats, {})
 
     # -- state -----------------------------------------------------------------------------------
 

@@ -38,16 +38,16 @@ from meshgate.lifecycle import until_signal
 from meshgate.proxy.identity import TlsIdentity
 from meshgate.proxy.stats import Stats
 from meshgate.proxy.tls_listener import TlsListener
-from meshgate.sync.backoff import Backoff
 from zones import config as proxy_config
 from zones.admin import Admin
 from zones.config import ConfigError, Instance, ProxyConfig
-from zones.enroll import EnrollError, ZoneCP, enroll
+from zones.enroll import EnrollError, ZoneCP
 from zones.health import HealthChecker
 from zones.ingress import Ingress
 from zones.link import Link
 from zones.local import LocalProxy
-from zones.runtime import BadConfig, Runtime, build
+from zones.runtime import Runtime, build
+from zones.startup import identity_or_enroll, last_config
 from zones.state import Identity, ProxyState
 
 log = logging.getLogger(__name__)
@@ -109,32 +109,11 @@ def _load_config(role: str, config_file: Path | None) -> ProxyConfig:
 
 
 async def _identity(options: Options) -> Identity:
-    """The persisted identity, or a new one from enrollment (retried while the zone CP is away)."""
-    state = ProxyState(options.data_dir)
-    identity = state.load_identity()
-    if identity is not None:
-        return identity
-    if options.token_file is None:
-        raise EnrollError(
-            f"no identity in {options.data_dir} and no --token-file to enroll with", retry=False
-        )
-    token = options.token_file.read_text().strip()
-    config = options.config
-    backoff = Backoff(0.2, 5.0)
-    while True:
-        try:
-            identity = await enroll(
-                options.zone_cp, token, options.role, config.service, config.name, options.cert_ttl
-            )
-            break
-        except EnrollError as exc:
-            if not exc.retry:
-                raise
-            log.warning("enrollment: %s; retrying", exc)
-            await asyncio.sleep(backoff.next())
-    state.save_identity(identity)
-    log.info("enrolled", extra={"identity": identity.spiffe_id, "not_after": identity.not_after})
-    return identity
+    token = options.token_file.read_text().strip() if options.token_file is not None else None
+    return await identity_or_enroll(
+        options.zone_cp, options.data_dir, token, role=options.role, service=options.config.service,
+        name=options.config.name, ttl=options.cert_ttl,
+    )  # fmt: skip
 
 
 def _supervise(options: Options, identity: Identity) -> int:
@@ -194,7 +173,7 @@ class Proxy:
     # -- running ---------------------------------------------------------------------------------
 
     async def run(self) -> int:
-        version, documents = self._last_config()
+        version, documents = last_config(self.state, build, self.role.apply)
         self.version = version
         if isinstance(self.role, LocalProxy):
             self.health = HealthChecker(self.config.instances, self.config.health, self._health_changed)
@@ -227,23 +206,6 @@ class Proxy:
             await self.admin.start(*self.config.admin)
         await until_signal()
         return await self._drain()
-
-    def _last_config(self) -> tuple[int, dict[str, dict[str, Any]]]:
-        try:
-            version, documents = self.state.load_config()
-        except (OSError, ValueError, KeyError) as exc:
-            log.warning("the persisted configuration is unreadable, waiting for the zone CP: %s", exc)
-            return 0, {}
-        if not documents:
-            return 0, {}
-        try:
-            runtime = build(version, documents)
-        except BadConfig as exc:
-            log.warning("the persisted configuration is refused, waiting for the zone CP: %s", exc)
-            return 0, {}
-        self.role.apply(runtime)
-        log.info("serving the persisted configuration until the zone CP answers", extra={"version": version})
-        return version, documents
 
     async def _drain(self) -> int:
         self.serving = False

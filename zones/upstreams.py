@@ -13,13 +13,7 @@ from meshgate.pki.spiffe import SpiffeId
 from meshgate.proxy.cluster import Cluster, Endpoint
 from meshgate.proxy.identity import TlsIdentity
 from meshgate.proxy.stats import ClusterStats
-from meshgate.proxy.upstream import (
-    DEFAULT_ATTEMPTS,
-    NoEndpointError,
-    Upstream,
-    UpstreamError,
-    connect_cluster,
-)
+from meshgate.proxy.upstream import Upstream, connect_groups
 from zones.runtime import ClusterConfig
 
 
@@ -59,15 +53,7 @@ class ServiceUpstreams:
 
     async def connect(self, tls: TlsIdentity, timeout: float) -> Upstream:
         """An mTLS connection to the service, from the first group that accepts one."""
-        last: UpstreamError | None = None
-        for _, cluster in list(self.groups):
-            attempts = min(DEFAULT_ATTEMPTS, len(cluster.endpoints))
-            try:
-                return await connect_cluster(cluster, ssl=tls, attempts=attempts, timeout=timeout)
-            except UpstreamError as exc:
-                last = exc
-        if last is not None:
-            raise last
-        raise NoEndpointError(
-            f"no zone has a healthy instance of {self.service!r}", endpoint="", kind="no_endpoint"
-        )
+        return await connect_groups(
+            [cluster for _, cluster in self.groups], ssl=tls, timeout=timeout,
+            what=f"no zone has a healthy instance of {self.service!r}",
+        )  # fmt: skip

@@ -267,3 +267,21 @@ async def connect_cluster(
     if last is not None:
         raise last
     raise NoEndpointError(f"cluster {cluster.name!r} has no endpoint to try", endpoint="", kind="no_endpoint")
+
+
+async def connect_groups(
+    clusters: Sequence[Cluster], *, ssl: ssl_module.SSLContext | TlsIdentity | None, timeout: float, what: str
+) -> Upstream:
+    """A connection from the first cluster (locality group, zone) that accepts one, each tried on
+    up to ``DEFAULT_ATTEMPTS`` of its endpoints. Raises the last ``UpstreamError``, or
+    ``NoEndpointError`` naming ``what`` when no group had an endpoint."""
+    last: UpstreamError | None = None
+    for cluster in clusters:
+        attempts = min(DEFAULT_ATTEMPTS, len(cluster.endpoints))
+        try:
+            return await connect_cluster(cluster, ssl=ssl, attempts=attempts, timeout=timeout)
+        except UpstreamError as exc:
+            last = exc
+    if last is not None:
+        raise last
+    raise NoEndpointError(what, endpoint="", kind="no_endpoint")
