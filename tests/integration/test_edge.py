@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from meshgate.faults.faults import Faults
+from tests.support import proxies
 from tests.support.edges import HOSTNAME, EdgeMesh, EdgeProcess, build_mesh, edge_config
 from tests.support.fault_proxies import start_fault_proxy
 from tests.support.processes import wait_for
@@ -32,22 +33,7 @@ VIP = f"127.0.{random.randrange(1, 250)}.{random.randrange(10, 250)}"
 
 
 def listen_port() -> int:
-    """A free port below the ephemeral range on every address the test uses."""
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
-        low = int(ports.read().split()[0])
-    rng = random.Random()
-    while True:
-        port = rng.randrange(max(low - 12000, 1024), low)
-        free = True
-        for host in ("127.0.0.1", "127.0.0.2", "127.0.0.3", VIP):
-            with socket.socket() as probe:
-                try:
-                    probe.bind((host, port))
-                except OSError:
-                    free = False
-                    break
-        if free:
-            return port
+    return proxies.listen_port("127.0.0.1", "127.0.0.2", "127.0.0.3", VIP)
 
 
 @pytest.fixture(scope="module")

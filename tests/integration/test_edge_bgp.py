@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import random
 import secrets
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from meshgate.netns import Namespace
 from meshgate.netns.flow_pinning import pin_flows, unpin_flows
 from meshgate.netns.namespace import wait_until
 from meshgate.netns.routers import Bird, Frr, Peer, UpstreamRouter
+from tests.support import proxies
 from tests.support.edges import HOSTNAME, EdgeMesh, EdgeProcess, build_mesh, edge_config
 from tests.support.factories import doc
 from tests.support.fault_proxies import start_fault_proxy
@@ -47,16 +47,7 @@ GSHUT = "65535:0"
 
 
 def listen_port() -> int:
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
-        low = int(ports.read().split()[0])
-    while True:
-        port = random.randrange(max(low - 12000, 1024), low)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
+    return proxies.listen_port("0.0.0.0")
 
 
 def link_to_root(ns: Namespace, ifname: str, pool: AddressPool) -> tuple[str, str]:

@@ -58,7 +58,7 @@ from tests.support.http_workload import (
     ws_accept,
 )
 from tests.support.processes import Admin, GlobalCPProcess, ZoneCPProcess, wait_for
-from tests.support.proxies import ProxyProcess
+from tests.support.proxies import ProxyProcess, listen_port
 from tests.unit.pki.pki_certs import leaf_for
 from zones.state import ProxyState
 
@@ -99,22 +99,6 @@ class Mesh:
         proxy.config["admin"] = f"127.0.0.1:{proxy.admin_port}"
         self.proxies[name] = proxy
         return proxy.start(wait_ready=False)
-
-
-def listen_port() -> int:
-    """A free port below the ephemeral range: the kernel never hands it to an outgoing connection
-    (the proxies', the clients') between now and the proxy binding it."""
-    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
-        low = int(ports.read().split()[0])
-    rng = random.Random()
-    while True:
-        port = rng.randrange(max(low - 12000, 1024), low)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
 
 
 def http_service(name: str) -> dict[str, Any]:

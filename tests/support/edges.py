@@ -28,7 +28,7 @@ from meshgate.pki.keys import certificate_to_pem, private_key_to_pem
 from tests.support.factories import doc
 from tests.support.http_workload import HttpWorkload
 from tests.support.processes import MESHGATE, Admin, GlobalCPProcess, ManagedProcess, ZoneCPProcess, wait_for
-from tests.support.proxies import ProxyProcess
+from tests.support.proxies import ProxyProcess, parse_metrics
 from tests.support.workloads import Workload
 
 HEALTH = {"type": "tcp", "interval": 0.3, "timeout": 0.5, "rise": 1, "fall": 2}
@@ -108,12 +108,7 @@ class EdgeProcess(ManagedProcess):
     def metrics(self) -> dict[str, float]:
         code, text = self.admin("/metrics")
         assert code == 200, text
-        samples = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                samples[key] = float(value)
-        return samples
+        return parse_metrics(text)
 
     def sigkill(self) -> None:
         """SIGKILL the controller alone (not its process group): ExaBGP must follow by itself."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import socket
 import subprocess
 import urllib.error
@@ -18,6 +19,38 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def listen_port(*hosts: str) -> int:
+    """A free port below the ephemeral range on every one of ``hosts`` (default 127.0.0.1): the
+    kernel never hands it to an outgoing connection (the proxies', the clients') between now and
+    the process binding it."""
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as ports:
+        low = int(ports.read().split()[0])
+    rng = random.Random()
+    while True:
+        port = rng.randrange(max(low - 12000, 1024), low)
+        if all(_bindable(host, port) for host in hosts or ("127.0.0.1",)):
+            return port
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Every sample of a Prometheus exposition, keyed ``name{labels}`` as printed."""
+    samples: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            samples[key] = float(value)
+    return samples
 
 
 class ProxyProcess(ManagedProcess):
@@ -81,12 +114,7 @@ class ProxyProcess(ManagedProcess):
         """Every sample, keyed ``name{labels}`` as printed."""
         status, text = self.admin("/metrics")
         assert status == 200, text
-        samples: dict[str, float] = {}
-        for line in text.splitlines():
-            if line and not line.startswith("#"):
-                key, _, value = line.rpartition(" ")
-                samples[key] = float(value)
-        return samples
+        return parse_metrics(text)
 
     def metric(self, key: str) -> float:
         return self.metrics().get(key, 0.0)
