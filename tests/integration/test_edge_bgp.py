@@ -266,6 +266,11 @@ def drain_under_load(lab: Lab, pinned: bool) -> dict[str, Any]:
         "drain_to_signal_s": round(signalled - asked, 2), "drain_to_switch_s": round(switched - asked, 2),
         "drain_to_withdraw_s": round(withdrawn - asked, 2),
         "served_by": sorted({r.get("edge", "") for r in ledger if r["outcome"] == "ok"}),
+        "failures": [
+            {"outcome": r["outcome"], "edge": r.get("edge", ""), "opened": round(r["opened"] - asked, 3),
+             "start": round(r["start"] - asked, 3), "end": round(r["end"] - asked, 3)}
+            for r in failed
+        ],
     }  # fmt: skip
     print(f"\n[{lab.kind}] drain: {json.dumps(figures)}")
     wait_until(lambda: lab.nexthops() == set(lab.star.edge_addresses), 30, what="ECMP again after undrain")
@@ -282,4 +287,5 @@ def test_drain_under_load_without_flow_pinning(lab: Lab) -> None:
 def test_drain_under_load_with_flow_pinning_loses_nothing(lab: Lab) -> None:
     figures = drain_under_load(lab, pinned=True)
     assert figures["requests"] > 50
-    assert figures["failed"] == 0
+    assert figures["failed"] == 0, figures["failures"]
+

@@ -148,7 +148,8 @@ class Site:
         self.draining = False
 
     def drain(self) -> None:
-        """End keep-alive on every connection: idle ones close now, busy ones after their response."""
+        """End keep-alive on every connection: idle ones close now, busy ones and new ones after
+        their (next) response."""
         self.draining = True
         for member in list(self.ticker.members):
             if isinstance(member, HttpServer):
@@ -364,7 +365,10 @@ class HttpServer(asyncio.Protocol):
             self.transport.write(data)
 
     def drain(self) -> None:
-        if self.state in (_FIRST, _IDLE) and not self._head_received:
+        # only a connection that has been answered and sits idle is closed: one just accepted
+        # may have its first request on the wire (closing it would reset a request the client
+        # sent in good faith); that request is answered with ``Connection: close``
+        if self.state == _IDLE and not self._head_received:
             self._close()
         elif self.current is not None:
             self.current.close_after = True

@@ -308,7 +308,7 @@ def test_a_stale_pooled_connection_is_retried_for_a_get_but_not_for_a_post(run: 
     run(scenario())
 
 
-def test_draining_closes_idle_connections_and_marks_busy_ones_close(run: Any) -> None:
+def test_draining_closes_idle_connections_and_answers_busy_and_new_ones_with_close(run: Any) -> None:
     async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while True:
             await read_head(reader)
@@ -322,15 +322,18 @@ def test_draining_closes_idle_connections_and_marks_busy_ones_close(run: Any) ->
             await read_response(idle_r)
             busy_r, busy_w = await p.open()
             busy_w.write(get("/"))
+            fresh_r, fresh_w = await p.open()  # accepted, its first request not sent yet
             await asyncio.sleep(0.05)
             p.site.drain()
             assert await idle_r.read() == b""  # closed at once
-            head, body = await read_response(busy_r)
-            assert body == b"ok"
-            assert b"connection: close" in head.lower()
-            assert await busy_r.read() == b""
-            idle_w.close()
-            busy_w.close()
+            fresh_w.write(get("/"))  # a request already on its way when the drain began
+            for reader in (busy_r, fresh_r):
+                head, body = await read_response(reader)
+                assert body == b"ok"
+                assert b"connection: close" in head.lower()
+                assert await reader.read() == b""
+            for writer in (idle_w, busy_w, fresh_w):
+                writer.close()
 
     run(scenario())
 
