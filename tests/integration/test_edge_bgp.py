@@ -288,4 +288,3 @@ def test_drain_under_load_with_flow_pinning_loses_nothing(lab: Lab) -> None:
     figures = drain_under_load(lab, pinned=True)
     assert figures["requests"] > 50
     assert figures["failed"] == 0, figures["failures"]
-
