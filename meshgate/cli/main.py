@@ -42,7 +42,17 @@ COMMANDS = {
     "demo": (
         "meshgate.cli.demo_command",
         "demo",
-        "Run a two-region mesh: global CP, zone CPs, resources applied.",
+        "Run a whole two-region mesh on this machine: control planes, proxies, workloads, edges.",
+    ),
+    "lab": (
+        "meshgate.cli.lab_commands",
+        "lab",
+        "containerlab topologies on network namespaces: up, check, status, exec, trace, scenario, down.",
+    ),
+    "workload": (
+        "meshgate.cli.workload_command",
+        "workload",
+        "A sample HTTP workload (for the demo and labs) that records tagged requests.",
     ),
 }
 
