@@ -6,7 +6,7 @@ zone one, ``edge-two`` in zone two, the VIP on each one's ``lo``). The mesh (glo
 ingresses behind fault proxies, local proxies, workloads) runs in the test's own namespace, which
 each edge reaches over a second link. Routes are read from the router's kernel table
 (``ip -j route``) and from FRR's ``show bgp ... json``; the client uses curl and a ledger load
-client (``tests/support/load_client.py``).
+client (``meshgate/lab/load.py``).
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def test_sigkill_of_the_edge_controller_removes_its_route_within_a_second(lab: L
 def run_load(lab: Lab, seconds: float, threads: int = 6) -> subprocess.Popen[bytes]:
     port = lab.mesh.ports["http"]
     return lab.star.client.popen(
-        [sys.executable, "-m", "tests.support.load_client", "--url", f"http://{VIP}:{port}/drain",
+        [sys.executable, "-m", "meshgate.lab.load", "--url", f"http://{VIP}:{port}/drain",
          "--host", HOSTNAME, "--threads", str(threads), "--seconds", str(seconds)],
         stdout=subprocess.PIPE, cwd=str(REPO),
     )  # fmt: skip

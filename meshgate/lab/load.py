@@ -1,12 +1,14 @@
-"""A load client that keeps a ledger, run as a script inside a client network namespace.
+"""A load client that keeps a ledger, run inside a lab node (a client network namespace).
 
-``python -m tests.support.load_client --url http://VIP:PORT/path --host H --threads N
---seconds S [--keepalive]`` sends GET requests from N threads for S seconds (or until stdin
-closes) and prints one JSON document: every request with its connection's open time, start and
-end (monotonic, seconds), its outcome (``ok``, ``reset``, ``refused``, ``timeout``, ``error``,
-``http-<status>``) and the ``X-Meshgate-Edge`` / ``X-Meshgate-Zone`` that served it. Nothing is
-retried: a failure is a failure (the caller reconciles it against the route switch).
-Stdlib only, so it runs anywhere the test's Python does.
+``python -m meshgate.lab.load --url http://VIP:PORT/path --host H [--threads N] [--seconds S]
+[--method GET|POST] [--keepalive] [--run ID]`` sends requests from N threads for S seconds and
+prints a first JSON line ``{"started": T}`` and, at the end, one JSON document: every request
+with its tag (``X-Request-Tag: <run>-<thread>-<n>``, which the sample workload records), method,
+its connection's open time, start and end (monotonic seconds), its outcome (``ok``, ``reset``,
+``refused``, ``timeout``, ``error:<type>``, ``http-<status>``) and the ``X-Meshgate-Edge`` /
+``X-Meshgate-Zone`` that served it. Nothing is retried: a failure is a failure (the caller
+reconciles the ledger against what workloads received, see ``meshgate.lab.ledger``).
+Stdlib only, so it starts fast and runs with any Python in a node.
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ def _outcome(exc: BaseException) -> str:
 
 
 def worker(
-    url: str, host: str, until: float, keepalive: bool, ledger: list[dict[str, Any]], lock: threading.Lock
-) -> None:
+    url: str, host: str, until: float, keepalive: bool, ledger: list[dict[str, Any]], lock: threading.Lock,
+    *, method: str = "GET", run: str = "load", index: int = 0,
+) -> None:  # fmt: skip
     parts = urllib.parse.urlsplit(url)
     conn: http.client.HTTPConnection | None = None
     opened = 0.0
@@ -47,15 +50,23 @@ def worker(
             conn = http.client.HTTPConnection(parts.hostname or "", parts.port or 80, timeout=5)
             opened = time.monotonic()
         started = time.monotonic()
-        record: dict[str, Any] = {"opened": opened, "start": started, "thread": threading.get_ident() % 10000}
+        tag = f"{run}-{index}-{number}"
+        record: dict[str, Any] = {
+            "tag": tag,
+            "method": method,
+            "opened": opened,
+            "start": started,
+            "thread": index,
+        }
         try:
             if conn.sock is None:
                 conn.connect()
                 record["opened"] = opened = time.monotonic()
-            headers = {"Host": host, "X-Test-Request": f"{record['thread']}-{number}"}
+            headers = {"Host": host, "X-Request-Tag": tag}
             if not keepalive:
                 headers["Connection"] = "close"
-            conn.request("GET", parts.path or "/", headers=headers)
+            body = tag.encode() if method == "POST" else None
+            conn.request(method, parts.path or "/", body=body, headers=headers)
             response = conn.getresponse()
             response.read()
             record["outcome"] = "ok" if response.status == 200 else f"http-{response.status}"
@@ -66,7 +77,8 @@ def worker(
                 conn = None
         except (OSError, http.client.HTTPException) as exc:
             record["outcome"] = _outcome(exc)
-            conn.close()
+            if conn is not None:
+                conn.close()
             conn = None
         record["end"] = time.monotonic()
         with lock:
@@ -80,14 +92,20 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--keepalive", action="store_true")
+    parser.add_argument("--method", choices=("GET", "POST"), default="GET")
+    parser.add_argument("--run", default="load", help="tag prefix, unique per run")
     args = parser.parse_args()
     ledger: list[dict[str, Any]] = []
     lock = threading.Lock()
     until = time.monotonic() + args.seconds
     print(json.dumps({"started": time.monotonic()}), flush=True)
     threads = [
-        threading.Thread(target=worker, args=(args.url, args.host, until, args.keepalive, ledger, lock))
-        for _ in range(args.threads)
+        threading.Thread(
+            target=worker,
+            args=(args.url, args.host, until, args.keepalive, ledger, lock),
+            kwargs={"method": args.method, "run": args.run, "index": index},
+        )
+        for index in range(args.threads)
     ]
     for thread in threads:
         thread.start()
