@@ -218,12 +218,14 @@ def http_verdict(spec: HttpSpec, returncode: int, stdout: str, stderr: str) -> V
 
 def parse_http_response(text: str) -> tuple[int, dict[str, list[str]], str] | None:
     """(status, headers by lower-case name, body) from curl's ``-D -`` then body; interim (1xx)
-    responses skipped. None if there is no status line."""
+    responses skipped. None if there is no status line. Lines may end in CRLF or, once read
+    in text mode (universal newlines), in LF."""
     rest = text
     while True:
-        head, separator, rest = rest.partition("\r\n\r\n")
-        lines = head.split("\r\n")
-        match = re.match(r"HTTP/\S+ (\d{3})", lines[0])
+        head, *tail = re.split(r"\r?\n\r?\n", rest, maxsplit=1)
+        separator, rest = bool(tail), "".join(tail)
+        lines = head.splitlines()
+        match = re.match(r"HTTP/\S+ (\d{3})", lines[0] if lines else "")
         if match is None:
             return None
         status = int(match.group(1))

@@ -43,6 +43,9 @@ PACKET_OUTGOING: Final = 4
 RECEIVE_BUFFER: Final = 4 << 20
 SNAPLEN: Final = 2048
 EXIT_UNAVAILABLE: Final = 3
+TCP_SYN: Final = 0x02
+#: SYN, RST, ACK: a probe is a SYN alone
+TCP_FLAGS: Final = 0x16
 
 
 class _Stop(Exception):
@@ -144,6 +147,8 @@ def sniff(run: int, dst: str, protocol: str, port: int) -> int:
             if layer not in packet or packet[layer].sport != expected_sport:
                 continue
             segment = packet[layer]
+            if protocol == "tcp" and int(segment.flags) & TCP_FLAGS != TCP_SYN:
+                continue  # the source's RST to the edge's SYN-ACK, say
             seq = int(segment.seq) if protocol == "tcp" else None
             probe = decode_probe(run, bytes(segment.payload), seq)
             if probe is not None:
@@ -203,12 +208,14 @@ def send(run: int, dst: str, protocol: str, port: int, count: int, interval: flo
                     )
                 else:
                     segment = scapy.UDP(sport=fields.sport, dport=port)
-                raw.sendto(bytes(ip / segment / scapy.Raw(fields.payload)), (dst, 0))
+                packet = bytes(ip / segment / scapy.Raw(fields.payload))
+                stamp = time.time()
+                raw.sendto(packet, (dst, 0))
             except OSError as exc:
                 emit("unsent", probe=number, time=time.time(), error=exc.strerror or str(exc))
             else:
                 sent += 1
-                emit("sent", probe=number, time=time.time())
+                emit("sent", probe=number, time=stamp)
             index += 1
     except _Stop:
         pass
