@@ -110,7 +110,7 @@ class Component:
                 os.killpg(proc.pid, signal.SIGKILL)
             await proc.wait()
             return f"killed after {timeout:g} s"
-        return "stopped" if code == 0 else f"stopped ({code})"
+        return "stopped" if code in (0, -signal.SIGTERM) else f"stopped ({code})"
 
     def tail(self, lines: int = 20) -> str:
         try:

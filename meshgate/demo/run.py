@@ -57,7 +57,7 @@ async def all_of(*work: Coroutine[Any, Any, None]) -> None:
 def _read(path: Path) -> str:
     try:
         return path.read_text().strip()
-    except FileNotFoundError:
+    except OSError:  # not there yet (or never: the process will say why, and exit)
         return ""
 
 
