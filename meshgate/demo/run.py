@@ -61,6 +61,12 @@ def _read(path: Path) -> str:
         return ""
 
 
+def _forget(directory: Path, *names: str) -> None:
+    """Remove the address files a process writes once listening (a run before left them)."""
+    for name in names:
+        (directory / name).unlink(missing_ok=True)
+
+
 class DemoMesh:
     def __init__(self, root: Path, progress: Callable[[str], None], picker: PortPicker | None = None) -> None:
         self.plan = Plan.make(root, picker or PortPicker())
@@ -97,6 +103,7 @@ class DemoMesh:
             self._add(f"workload {p.workload}", "workload", plan.workload(p), f"workload-{p.workload}.log")
             for p in plan.proxies
         ]
+        _forget(plan.global_dir, "address", "zone-address")  # a --data-dir used before has them
         for component in (global_cp, *workloads):
             await component.spawn()
         tls = public_tls(datetime.now(UTC))
@@ -109,6 +116,7 @@ class DemoMesh:
         zone_cps = {}
         for zone in ZONES:
             token_file = self._token_file(plan.zone_dir(zone, "cp"), tokens[("zone", zone)])
+            _forget(plan.zone_dir(zone, "cp"), "address", "proxy-address")
             zone_cps[zone] = self._add(
                 f"zone CP {zone}", "zone-cp", plan.zone_cp(zone, zone_url, token_file), f"zone-cp-{zone}.log"
             )

@@ -185,6 +185,19 @@ def test_once_brings_the_mesh_up_prints_how_to_reach_it_and_exits_0(tmp_path: Pa
     assert len(logs) == 15
 
 
+def test_a_data_dir_used_before_comes_up_again_on_new_ports(tmp_path: Path) -> None:
+    outputs = []
+    for _ in range(2):
+        done = subprocess.run(
+            [*MESHGATE, "demo", "--once", "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=START + STOP, env=env(), check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        outputs.append(done.stdout)
+    for edge, zone in REGIONS.items():
+        assert re.search(rf"^  edge {edge} \({zone}\): 200 from {zone} ", outputs[1], re.M), outputs[1]
+
+
 def test_the_printed_curls_work_and_ctrl_c_stops_every_process(tmp_path: Path, demos: list[Demo]) -> None:
     demo = Demo("--data-dir", str(tmp_path))
     demos.append(demo)
