@@ -361,6 +361,31 @@ def run_check(
         sleep(min(check.interval, deadline_at - now))
 
 
+class CheckFailed(AssertionError):
+    """A check that did not pass by its deadline (``wait_for_check``)."""
+
+    def __init__(self, result: CheckResult) -> None:
+        super().__init__(
+            f"check {result.check.name!r} failed after {result.seconds:.2f}s "
+            f"({result.attempts} attempts): {result.verdict.message}"
+        )
+        self.result = result
+
+
+def wait_for_check(
+    nodes: LabNodes,
+    check: Check,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> float:
+    """The seconds ``check`` took to pass; ``CheckFailed`` at its deadline (for scenarios)."""
+    result = run_check(nodes, check, clock=clock, sleep=sleep)
+    if not result.passed:
+        raise CheckFailed(result)
+    return result.seconds
+
+
 def select(checks: Sequence[Check], only: Iterable[str] = ()) -> list[Check]:
     """The checks named in ``only`` (all when empty), in file order; ChecksError for a name
     that is not there."""

@@ -221,14 +221,13 @@ def parse_checks(document: Any) -> list[Check]:
         named: dict[str, int] = {}
         for index, item in enumerate(items):
             check = _parse_check(item, index, deadline, interval, errors)
-            if check is None:
-                continue
-            if check.name in named:
-                errors.add(
-                    f"checks[{index}].name", f"{check.name!r} is also the name of checks[{named[check.name]}]"
-                )
-            named.setdefault(check.name, index)
-            checks.append(check)
+            if check is not None:
+                checks.append(check)
+            name = item.get("name") if isinstance(item, dict) else None
+            if isinstance(name, str) and name in named:
+                errors.add(f"checks[{index}].name", f"{name!r} is also the name of checks[{named[name]}]")
+            elif isinstance(name, str):
+                named[name] = index
     if errors.items:
         raise ChecksError(errors.items)
     return checks

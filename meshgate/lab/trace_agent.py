@@ -61,7 +61,7 @@ def emit(event: str, **fields: Any) -> None:
     sys.stdout.flush()
 
 
-def _scapy() -> Any:
+def load_scapy() -> Any:
     """scapy's IP, TCP, UDP and Raw (a namespace), or exit with an error line."""
     try:
         from scapy.layers.inet import IP, TCP, UDP
@@ -133,24 +133,31 @@ def _received(sock: socket.socket) -> Iterator[tuple[bytes, str, float]]:
         yield data, str(address[0]), stamp
 
 
-def sniff(run: int, dst: str, protocol: str, port: int) -> int:
-    scapy = _scapy()
+def probe_number(scapy: Any, data: bytes, run: int, protocol: str) -> int | None:
+    """The number of the probe of ``run`` in IP packet ``data``, None if it is not one (another
+    flow, or a TCP segment other than a SYN alone: the source's RST to an edge's SYN-ACK, say)."""
     layer = scapy.TCP if protocol == "tcp" else scapy.UDP
-    expected_sport = encode_probe(run, 0).sport
+    packet = scapy.IP(data)
+    if layer not in packet:
+        return None
+    segment = packet[layer]
+    if segment.sport != encode_probe(run, 0).sport:
+        return None
+    if protocol == "tcp" and int(segment.flags) & TCP_FLAGS != TCP_SYN:
+        return None
+    seq = int(segment.seq) if protocol == "tcp" else None
+    return decode_probe(run, bytes(segment.payload), seq)
+
+
+def sniff(run: int, dst: str, protocol: str, port: int) -> int:
+    scapy = load_scapy()
     sock = _open_sniffer(dst, protocol, port)
     reported = 0
 
     def report_queued() -> None:
         nonlocal reported
         for data, interface, stamp in _received(sock):
-            packet = scapy.IP(data)
-            if layer not in packet or packet[layer].sport != expected_sport:
-                continue
-            segment = packet[layer]
-            if protocol == "tcp" and int(segment.flags) & TCP_FLAGS != TCP_SYN:
-                continue  # the source's RST to the edge's SYN-ACK, say
-            seq = int(segment.seq) if protocol == "tcp" else None
-            probe = decode_probe(run, bytes(segment.payload), seq)
+            probe = probe_number(scapy, data, run, protocol)
             if probe is not None:
                 reported += 1
                 emit("seen", probe=probe, interface=interface, time=stamp)
@@ -182,8 +189,20 @@ def _source_for(dst: str, port: int) -> str:
         return str(probe.getsockname()[0])
 
 
+def build_probe(scapy: Any, run: int, number: int, src: str, dst: str, protocol: str, port: int) -> bytes:
+    """Probe ``number`` of ``run`` as an IP packet (checksums filled in): a TCP SYN or a UDP
+    datagram whose payload, TCP sequence number and IP ID carry the tag."""
+    fields = encode_probe(run, number)
+    ip = scapy.IP(src=src, dst=dst, id=fields.ip_id, ttl=64)
+    if protocol == "tcp":
+        segment = scapy.TCP(sport=fields.sport, dport=port, flags="S", seq=fields.seq, window=64240)
+    else:
+        segment = scapy.UDP(sport=fields.sport, dport=port)
+    return bytes(ip / segment / scapy.Raw(fields.payload))
+
+
 def send(run: int, dst: str, protocol: str, port: int, count: int, interval: float, first: int) -> int:
-    scapy = _scapy()
+    scapy = load_scapy()
     raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     emit("ready")
     stdin = sys.stdin.fileno()
@@ -198,17 +217,8 @@ def send(run: int, dst: str, protocol: str, port: int, count: int, interval: flo
                 if readable and not os.read(stdin, 4096):
                     break
             number = first + index
-            fields = encode_probe(run, number)
             try:
-                source = _source_for(dst, port)
-                ip = scapy.IP(src=source, dst=dst, id=fields.ip_id, ttl=64)
-                if protocol == "tcp":
-                    segment = scapy.TCP(
-                        sport=fields.sport, dport=port, flags="S", seq=fields.seq, window=64240
-                    )
-                else:
-                    segment = scapy.UDP(sport=fields.sport, dport=port)
-                packet = bytes(ip / segment / scapy.Raw(fields.payload))
+                packet = build_probe(scapy, run, number, _source_for(dst, port), dst, protocol, port)
                 stamp = time.time()
                 raw.sendto(packet, (dst, 0))
             except OSError as exc:
