@@ -51,6 +51,8 @@ READY_TIMEOUT: Final = 30.0
 STOP_TIMEOUT: Final = 5.0
 SETTLE: Final = 1.0
 INSTALL_HINT: Final = "packet traces need scapy: pip install 'meshgate[lab]'"
+#: how an agent's error line starts when scapy cannot be imported
+SCAPY_MISSING: Final = "scapy is not installed"
 
 
 class TraceError(RuntimeError):
@@ -291,6 +293,7 @@ class _Agent:
         self._ready = threading.Event()
         self._ended = threading.Event()
         self._stopping = False
+        self._done = False
         self._errors: list[str] = []
         self._stderr: deque[str] = deque(maxlen=20)
         self._threads: list[threading.Thread] = []
@@ -324,6 +327,8 @@ class _Agent:
                 self._ready.set()
             elif kind == "error":
                 self._errors.append(str(event.get("message")))
+            elif kind == "done":
+                self._done = True
             else:
                 self._sink(self.node, event)
         self._ended.set()
@@ -351,7 +356,7 @@ class _Agent:
             raise TraceError(self.problem()) from None
         if not self._ready.is_set():
             self.wait_ended(STOP_TIMEOUT)
-            if any(INSTALL_HINT.split(": ")[1] in error for error in self._errors):
+            if any(error.startswith(SCAPY_MISSING) for error in self._errors):
                 raise TraceUnavailable(INSTALL_HINT)
             raise TraceError(self.problem())
 
@@ -359,8 +364,9 @@ class _Agent:
         return self._ended.wait(timeout)
 
     def ended_early(self) -> str | None:
-        """A note if it ended before it was asked to stop."""
-        if self.ended and not self._stopping:
+        """A note if it ended before it was asked to stop, without finishing its work (killed
+        with its node, say)."""
+        if self.ended and not self._stopping and not self._done:
             return self.problem()
         return None
 
@@ -498,6 +504,8 @@ class TraceSession:
 
     def wait_sent(self, timeout: float | None = None) -> None:
         """Wait until the sender has sent its count (TimeoutError after ``timeout`` seconds)."""
+        if self._next >= MAX_PROBES and any(not sender.ended for sender in self._senders):
+            raise TraceError("the sender sends until stopped (count None): use stop_sending or finish")
         for sender in self._senders:
             if not sender.wait_ended(timeout):
                 raise TimeoutError(f"probes still being sent after {timeout} s")

@@ -33,7 +33,7 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any, Final
 
-from meshgate.lab.trace import PROTOCOLS, decode_probe, encode_probe
+from meshgate.lab.trace import PROTOCOLS, SCAPY_MISSING, decode_probe, encode_probe
 
 SOL_SOCKET: Final = 1
 SO_ATTACH_FILTER: Final = 26
@@ -67,7 +67,7 @@ def load_scapy() -> Any:
         from scapy.layers.inet import IP, TCP, UDP
         from scapy.packet import Raw
     except ImportError as exc:
-        emit("error", message=f"scapy is not installed (pip install 'meshgate[lab]'): {exc}")
+        emit("error", message=f"{SCAPY_MISSING} (pip install 'meshgate[lab]'): {exc}")
         raise SystemExit(EXIT_UNAVAILABLE) from None
     return argparse.Namespace(IP=IP, TCP=TCP, UDP=UDP, Raw=Raw)
 
