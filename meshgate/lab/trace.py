@@ -375,7 +375,8 @@ class _Agent:
         it does not; wait for its output to be read."""
         if self.process is None:
             return
-        self._stopping = True
+        if not self.ended:
+            self._stopping = True  # one that ended by itself keeps its note
         if self.process.stdin is not None:
             with contextlib.suppress(OSError):
                 self.process.stdin.close()

@@ -8,6 +8,8 @@ with the VIP on ``lo`` and a tiny HTTP server answering with a header naming the
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -349,4 +351,21 @@ def test_a_route_change_mid_stream_is_a_switch(lab: Lab) -> None:
     assert set(before) == {"edge1"}
     assert set(after) == {"edge2"}
     assert result.counts["edge1"] + result.counts["edge2"] + len(result.lost) == len(result.probes)
+    assert_agents_gone(lab)
+
+
+def test_a_sniffer_killed_with_its_node_is_noted(lab: Lab) -> None:
+    lab.route_via(lab.edge1)
+    edge2 = lab.star.edges[1]
+    (server,) = edge2.pids()
+    with tracing(lab.nodes, "client", VIP, 80, ["edge1", "edge2"]) as session:
+        (sniffer,) = [pid for pid in edge2.pids() if pid != server]
+        os.kill(sniffer, signal.SIGKILL)  # what a scenario's kill of every process of edge2 does
+        noted = session.wait_for(lambda r: bool(r.notes), timeout=10)
+        assert noted.notes == ("sniff agent in edge2 exited with -9",)
+        session.send(5, 0.01)
+        session.wait_sent(timeout=10)
+        result = session.finish()
+    assert result.counts == {"edge1": 5}
+    assert result.notes == ("sniff agent in edge2 exited with -9",)
     assert_agents_gone(lab)
