@@ -27,6 +27,19 @@ from meshgate.lab.nodes_protocol import LabNodes
 CHECKS_FILE = "checks.yml"
 
 
+def find_lab(lab_dir: Path) -> LabNodes:
+    """The lab running from ``lab_dir``; exits 7 (with the runner's message) when there is none."""
+    from meshgate.lab.errors import LabError
+    from meshgate.lab.running import RunningLab  # type: ignore[import-not-found,unused-ignore]
+
+    try:
+        lab: LabNodes = RunningLab.find(lab_dir)
+    except (LabError, OSError) as exc:
+        click.echo(str(exc), err=True)
+        raise SystemExit(Exit.NOT_FOUND) from None
+    return lab
+
+
 def read_checks(path: Path, only: Sequence[str] = ()) -> list[Check]:
     """The checks of ``path`` (the ``--only`` ones); ChecksError naming the file otherwise."""
     try:
@@ -76,12 +89,6 @@ def check(lab_dir: Path, only: tuple[str, ...], output: str) -> None:
         for violation in exc.violations:
             click.echo(violation, err=True)
         raise SystemExit(Exit.INVALID) from None
-    from meshgate.lab.running import RunningLab  # type: ignore[import-not-found,unused-ignore]
-
-    try:
-        lab = RunningLab.find(lab_dir)
-    except (OSError, LookupError, ValueError, RuntimeError) as exc:
-        click.echo(f"no running lab for {lab_dir}: {exc}", err=True)
-        raise SystemExit(Exit.NOT_FOUND) from None
+    lab = find_lab(lab_dir)
     progress = None if output == "json" else (lambda line: click.echo(line, err=True))
     raise SystemExit(check_lab(lab, checks, output, progress=progress))

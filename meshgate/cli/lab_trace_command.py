@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from meshgate.cli.exits import Exit
+from meshgate.cli.lab_check_command import find_lab
 from meshgate.lab.checks import format_duration, parse_duration
 from meshgate.lab.trace import Probe, TraceError, TraceResult, TraceUnavailable
 from meshgate.lab.trace import trace as run_trace
@@ -113,13 +114,7 @@ def _duration(_ctx: click.Context, _param: click.Parameter, value: str) -> float
 def trace(lab_dir: Path, src: str, dst: str, port: int, protocol: str, count: int,
                   interval: float, via: tuple[str, ...], per_probe: bool, output: str) -> None:  # fmt: skip
     """Send tagged probes from a node to a VIP and report which node each one reached."""
-    from meshgate.lab.running import RunningLab  # type: ignore[import-not-found,unused-ignore]
-
-    try:
-        lab = RunningLab.find(lab_dir)
-    except (OSError, LookupError, ValueError, RuntimeError) as exc:
-        click.echo(f"no running lab for {lab_dir}: {exc}", err=True)
-        raise SystemExit(Exit.NOT_FOUND) from None
+    lab = find_lab(lab_dir)
     try:
         result = run_trace(lab, src, dst, port, via, count, interval, protocol=protocol)
     except TraceUnavailable as exc:

@@ -334,7 +334,7 @@ def attempt(nodes: LabNodes, spec: Spec, timeout: float) -> Verdict:
         done = nodes.exec(spec.node, command_for(spec, timeout), timeout=timeout + slack)
     except subprocess.TimeoutExpired:
         return Verdict(False, f"no answer within {timeout:g}s", expected(spec))
-    except OSError as exc:
+    except Exception as exc:  # the node gone (a lab error), no such program...: a failed attempt
         return Verdict(False, f"could not run in {spec.node}: {exc}", expected(spec))
     return verdict(spec, done.returncode, done.stdout or "", done.stderr or "")
 
