@@ -11,10 +11,13 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from meshgate.cli.lab_trace_command import render_trace
+from meshgate.cli.lab_trace_command import trace as trace_command
 from meshgate.lab.trace import (
     MAX_PROBES,
     Probe,
@@ -330,3 +333,15 @@ def test_a_session_refuses_what_it_cannot_trace() -> None:
         TraceSession(lab, "client", "www.example.test", 80)
     with pytest.raises(TraceError, match="the session is not started"):
         TraceSession(lab, "client", VIP, 80).send(10, 0.1)
+
+
+def test_the_command_checks_its_options_before_looking_for_the_lab(tmp_path: Path) -> None:
+    base = [str(tmp_path), "--from", "client", "--to", VIP]
+    bad_interval = CliRunner().invoke(trace_command, [*base, "--interval", "10"])
+    assert bad_interval.exit_code == 2
+    assert "'10' is not a duration (a number and a unit: 500ms, 30s, 2m)" in bad_interval.output
+    zero = CliRunner().invoke(trace_command, [*base, "--interval", "0s"])
+    assert "must be more than 0" in zero.output
+    assert CliRunner().invoke(trace_command, [*base, "--count", "0"]).exit_code == 2
+    assert CliRunner().invoke(trace_command, [*base, "--protocol", "icmp"]).exit_code == 2
+    assert CliRunner().invoke(trace_command, [str(tmp_path), "--to", VIP]).exit_code == 2  # --from
