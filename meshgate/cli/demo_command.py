@@ -30,6 +30,7 @@ import click
 
 if TYPE_CHECKING:
     from meshgate.demo.run import DemoMesh
+    from meshgate.demo.status import Status
 
 
 @click.command()
@@ -127,19 +128,38 @@ def _summary(mesh: DemoMesh) -> None:
 
 
 async def _status(mesh: DemoMesh, stop: asyncio.Event, once: bool, refresh: float) -> None:
-    from meshgate.demo.status import collect, plain, rich
+    from meshgate.demo.status import plain, rich
 
     if once or not sys.stdout.isatty():
-        while True:
-            for line in plain(await collect(mesh)):
+        while (status := await _collect(mesh, stop)) is not None:
+            for line in plain(status):
                 _say(line)
             if once or await _wait(stop, refresh):
                 return
+        return
     from rich.live import Live
 
-    with Live(rich(await collect(mesh)), auto_refresh=False, transient=False) as live:
-        while not await _wait(stop, refresh):
-            live.update(rich(await collect(mesh)), refresh=True)
+    status = await _collect(mesh, stop)
+    if status is None:
+        return
+    with Live(rich(status), auto_refresh=False) as live:
+        while not await _wait(stop, refresh) and (status := await _collect(mesh, stop)) is not None:
+            live.update(rich(status), refresh=True)
+
+
+async def _collect(mesh: DemoMesh, stop: asyncio.Event) -> Status | None:
+    """The status now, or None when a signal comes first (a slow answer does not hold up a stop)."""
+    from meshgate.demo.status import collect
+
+    collecting = asyncio.create_task(collect(mesh))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({collecting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if collecting.done():
+        return collecting.result()
+    collecting.cancel()
+    await asyncio.gather(collecting, return_exceptions=True)
+    return None
 
 
 async def _wait(event: asyncio.Event, timeout: float) -> bool:

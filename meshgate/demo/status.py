@@ -99,26 +99,29 @@ async def _edge_row(mesh: DemoMesh, index: int) -> EdgeRow:
     return EdgeRow(edge.name, edge.zone, url, answer, rtt)
 
 
+async def _zones(mesh: DemoMesh, now: datetime) -> tuple[list[ZoneRow], str]:
+    try:
+        code, body = await mesh.client.call("GET", f"{mesh.global_url}/api/v1/zones", mesh.admin_token)
+        if code != 200:
+            return [], f"global CP answered {code}"
+        return [_zone_row(doc, now) for doc in body["items"]], ""
+    except UNANSWERED as exc:  # shown; the next refresh tries again
+        return [], f"global CP not answering ({exc or type(exc).__name__})"
+
+
 async def collect(mesh: DemoMesh) -> Status:
     now = datetime.now(UTC)
     exited = [f"{c.name} (exit status {c.returncode})" for c in mesh.components if c.returncode is not None]
-    zones: list[ZoneRow] = []
-    error = ""
     edges = asyncio.gather(*(_edge_row(mesh, i) for i in range(len(mesh.plan.edges))))
-    try:
-        code, body = await mesh.client.call("GET", f"{mesh.global_url}/api/v1/zones", mesh.admin_token)
-        if code == 200:
-            zones = [_zone_row(doc, now) for doc in body["items"]]
-        else:
-            error = f"global CP answered {code}"
-    except UNANSWERED as exc:  # shown; the next refresh tries again
-        error = f"global CP not answering ({exc or type(exc).__name__})"
-    return Status(
-        now, len(mesh.components) - len(exited), len(mesh.components), exited, zones, error, await edges
-    )
+    (zones, error), rows = await asyncio.gather(_zones(mesh, now), edges)  # cancelled together
+    return Status(now, len(mesh.components) - len(exited), len(mesh.components), exited, zones, error, rows)
 
 
 # -- rendering -------------------------------------------------------------------------------------
+
+
+def _local(row: ZoneRow) -> int:
+    return max(row.proxies - row.ingresses, 0)  # its Dataplanes: the local proxies and the ingresses
 
 
 def _sync(row: ZoneRow) -> str:
@@ -149,7 +152,7 @@ def plain(status: Status) -> list[str]:
     for z in status.zones:
         lines.append(
             f"  zone {z.name} ({z.region}): sync {_sync(z)}, last sync {z.last_sync}, lag {z.lag}; "
-            f"{z.proxies} dataplanes, {z.healthy}/{z.instances} instances healthy, {z.ingresses} ingress(es)"
+            f"{_local(z)} local proxies, {z.healthy}/{z.instances} instances healthy, {z.ingresses} ingress"
         )
     for e in status.edges:
         lines.append(f"  edge {e.name} ({e.zone}): {_answer(e.answer)}; probed RTT {_rtts(e)}")
@@ -157,22 +160,28 @@ def plain(status: Status) -> list[str]:
 
 
 def rich(status: Status) -> RenderableType:
+    """Two tables that fit 80 columns (the URLs are printed above them)."""
     zones = Table(title="zones", title_justify="left", box=None, header_style="bold")
-    for header in ("ZONE", "REGION", "SYNC", "LAST SYNC", "LAG", "DATAPLANES", "HEALTHY", "INGRESSES"):
+    for header in ("ZONE", "REGION", "SYNC", "LAST SYNC", "LAG", "PROXIES", "HEALTHY", "INGRESS"):
         zones.add_column(header, no_wrap=True)
     for z in status.zones:
         sync = Text(_sync(z), style="green" if z.connected else "red")
-        healthy = Text(
-            f"{z.healthy}/{z.instances}",
-            style="green" if z.healthy and z.healthy == z.instances else "yellow",
-        )
-        zones.add_row(z.name, z.region, sync, z.last_sync, z.lag, str(z.proxies), healthy, str(z.ingresses))
-    edges = Table(title="edges", title_justify="left", box=None, header_style="bold")
-    for header in ("EDGE", "ZONE", "URL", "LAST REQUEST", "PROBED RTT"):
+        all_healthy = z.instances > 0 and z.healthy == z.instances
+        healthy = Text(f"{z.healthy}/{z.instances}", style="green" if all_healthy else "yellow")
+        zones.add_row(z.name, z.region, sync, z.last_sync, z.lag, str(_local(z)), healthy, str(z.ingresses))
+    measured = sorted({zone for e in status.edges for zone in e.rtt})
+    edges = Table(
+        title="edges: a request now, the RTTs they probe", title_justify="left", box=None, header_style="bold"
+    )
+    for header in ("EDGE", "ANSWER", "ZONE", "WORKLOAD", *(f"RTT {zone}" for zone in measured)):
         edges.add_column(header, no_wrap=True)
     for e in status.edges:
-        answer = Text(_answer(e.answer), style="green" if e.answer.served else "red")
-        edges.add_row(e.name, e.zone, e.url, answer, _rtts(e))
+        a = e.answer
+        style = "green" if a.served and a.zone == e.zone else "yellow" if a.served else "red"
+        answer = Text(f"{a.status} {a.ms:.1f} ms" if not a.error else "no answer", style=style)
+        edges.add_row(
+            e.name, answer, a.zone or "-", a.workload or "-", *(e.rtt.get(zone, "-") for zone in measured)
+        )
     footer = Text(
         f"{_processes(status)} · {status.at.astimezone().strftime('%H:%M:%S')} · Ctrl-C stops everything",
         style="dim",
@@ -180,4 +189,5 @@ def rich(status: Status) -> RenderableType:
     parts: list[RenderableType] = [zones]
     if status.zones_error:
         parts.append(Text(status.zones_error, style="red"))
-    return Group(*parts, Text(""), edges, Text(""), footer)
+    errors = [Text(f"{e.name}: {e.answer.error}", style="red") for e in status.edges if e.answer.error]
+    return Group(*parts, Text(""), edges, *errors, Text(""), footer)
