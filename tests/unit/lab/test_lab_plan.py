@@ -48,8 +48,10 @@ def test_names_are_unique_short_and_carry_the_run_id() -> None:
     assert "|" not in result.nodes["weird|name"].netns
     interfaces = [n.mgmt_port for n in result.nodes.values() if n.mgmt_port] + [result.bridge]
     interfaces += [name for link in result.links for name in link.parked]
-    assert len(set(interfaces)) == len(interfaces) and all(len(name) <= MAX_IFNAME for name in interfaces)
-    assert result.nodes["isolated"].mgmt_port is None and result.nodes["isolated"].mgmt_ipv4 is None
+    assert len(set(interfaces)) == len(interfaces)
+    assert all(len(name) <= MAX_IFNAME for name in interfaces)
+    assert result.nodes["isolated"].mgmt_port is None
+    assert result.nodes["isolated"].mgmt_ipv4 is None
     assert result.nodes["node-with-a-long-name-one"].interfaces == ("eth1", "eth2")
     assert result.nodes["node-with-a-long-name-one"].env["CLAB_INTFS"] == "2"
 
@@ -104,16 +106,12 @@ def test_labels_become_environment_as_in_containerlab() -> None:
     node = planned(
         "name: lab\ntopology:\n  nodes:\n    n1: {kind: linux, labels: {role: edge, my.label-x: 1}, env: {A: b}}\n"
     ).nodes["n1"]
-    assert (
-        node.labels["role"] == "edge"
-        and node.labels["clab-node-name"] == "n1"
-        and node.labels["containerlab"] == "lab"
-    )
-    assert (
-        node.env["A"] == "b"
-        and node.env["CLAB_LABEL_ROLE"] == "edge"
-        and node.env["CLAB_LABEL_MY_LABEL_X"] == "1"
-    )
+    assert node.labels["role"] == "edge"
+    assert node.labels["clab-node-name"] == "n1"
+    assert node.labels["containerlab"] == "lab"
+    assert node.env["A"] == "b"
+    assert node.env["CLAB_LABEL_ROLE"] == "edge"
+    assert node.env["CLAB_LABEL_MY_LABEL_X"] == "1"
     assert node.env["CLAB_LABEL_CLAB_NODE_NAME"] == "n1"
     assert to_env_key("clab-node.name/x+y") == "CLAB_NODE_NAME_X_Y"
 
@@ -135,7 +133,9 @@ topology:
 """)
     assert len(found) == 1
     assert found[0].startswith("topology.nodes.")
-    assert "wait-for cycle:" in found[0] and "a:create" in found[0] and "b:configure" in found[0]
+    assert "wait-for cycle:" in found[0]
+    assert "a:create" in found[0]
+    assert "b:configure" in found[0]
 
 
 def test_a_node_may_wait_for_the_health_of_a_node_it_is_linked_to() -> None:

@@ -20,10 +20,12 @@ def test_failures_in_the_start_period_do_not_count() -> None:
     assert monitor.next_probe() == 104.5
     monitor.record(False, "refused", 105.0)
     monitor.record(False, "refused", 107.0)
-    assert monitor.status == "starting" and monitor.next_probe() == 109.0
+    assert monitor.status == "starting"
+    assert monitor.next_probe() == 109.0
     assert monitor.record(False, "refused\n", 109.0) == "unhealthy"
     assert monitor.last_output == "refused\n"
-    assert monitor.record(True, "", 111.0) == "healthy" and monitor.failing_streak == 0
+    assert monitor.record(True, "", 111.0) == "healthy"
+    assert monitor.failing_streak == 0
 
 
 def test_a_success_ends_the_start_period() -> None:
@@ -39,15 +41,20 @@ def test_restart_and_configure_reset_the_count() -> None:
     for now in (6.0, 8.0):
         monitor.record(False, "", now)
     monitor.count_from_here()
-    assert monitor.failing_streak == 0 and monitor.status == "starting"
+    assert monitor.failing_streak == 0
+    assert monitor.status == "starting"
     monitor.record(False, "", 10.0)
     monitor.restart(20.0)
-    assert monitor.status == "starting" and monitor.in_start_period(24.0) and monitor.next_probe() == 20.5
+    assert monitor.status == "starting"
+    assert monitor.in_start_period(24.0)
+    assert monitor.next_probe() == 20.5
 
 
 def test_restart_policies() -> None:
-    assert should_restart("always", 0) and should_restart("unless-stopped", 0)
-    assert should_restart("on-failure", 1) and not should_restart("on-failure", 0)
+    assert should_restart("always", 0)
+    assert should_restart("unless-stopped", 0)
+    assert should_restart("on-failure", 1)
+    assert not should_restart("on-failure", 0)
     assert not should_restart("no", 1)
     assert not should_restart("always", 137, stopped_by_user=True)
 
@@ -55,7 +62,8 @@ def test_restart_policies() -> None:
 def test_backoff_doubles_up_to_a_minute_and_resets_after_a_stable_run() -> None:
     backoff = Backoff()
     delays = [backoff.next_delay(ran_for=0.5) for _ in range(12)]
-    assert delays[:4] == [0.1, 0.2, 0.4, 0.8] and max(delays) == 60.0
+    assert delays[:4] == [0.1, 0.2, 0.4, 0.8]
+    assert max(delays) == 60.0
     assert backoff.next_delay(ran_for=30.0) == 0.1
 
 
@@ -68,7 +76,9 @@ def test_a_missing_top_level_target_is_created_in_the_private_root() -> None:
     table = MountTable()
     table.add("/etc", private=False)
     result = prepare("/lab/config", is_dir=True, exists=fake_exists("/etc"), table=table)  # type: ignore[arg-type]
-    assert result.overlay is None and result.create == ("/lab", "/lab/config") and not result.last_is_file
+    assert result.overlay is None
+    assert result.create == ("/lab", "/lab/config")
+    assert not result.last_is_file
 
 
 def test_a_missing_target_below_a_host_directory_gets_an_overlay() -> None:
@@ -77,11 +87,9 @@ def test_a_missing_target_below_a_host_directory_gets_an_overlay() -> None:
     table.add("/run", private=True)
     exists = fake_exists("/etc", "/run")
     result = prepare("/etc/meshgate/app.yaml", is_dir=False, exists=exists, table=table)  # type: ignore[arg-type]
-    assert (
-        result.overlay == "/etc"
-        and result.create == ("/etc/meshgate", "/etc/meshgate/app.yaml")
-        and result.last_is_file
-    )
+    assert result.overlay == "/etc"
+    assert result.create == ("/etc/meshgate", "/etc/meshgate/app.yaml")
+    assert result.last_is_file
     in_run = prepare("/run/bird/bird.ctl", is_dir=False, exists=exists, table=table)  # type: ignore[arg-type]
     assert in_run.overlay is None
     assert prepare("/etc", is_dir=True, exists=exists, table=table).create == ()  # type: ignore[arg-type]

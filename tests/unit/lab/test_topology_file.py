@@ -82,7 +82,9 @@ topology:
 def test_node_group_kind_defaults_merge_as_containerlab_does() -> None:
     topology = parse(MERGE)
     r1, h1 = topology.nodes["r1"], topology.nodes["h1"]
-    assert r1.kind == "linux" and r1.image == "kind:1" and h1.image == "own:2"
+    assert r1.kind == "linux"
+    assert r1.image == "kind:1"
+    assert h1.image == "own:2"
     # maps: the most specific level wins key by key; numbers become text
     assert r1.env == {"A": "defaults", "B": "kind", "C": "node", "D": "yes", "N": "3"}
     assert r1.labels == {"tier": "router", "site": "lab"}
