@@ -13,6 +13,7 @@ what is still running after ``STOP_TIMEOUT``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable, Coroutine
@@ -64,7 +65,8 @@ def _read(path: Path) -> str:
 def _forget(directory: Path, *names: str) -> None:
     """Remove the address files a process writes once listening (a run before left them)."""
     for name in names:
-        (directory / name).unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):  # (the process will say)
+            (directory / name).unlink()
 
 
 class DemoMesh:
@@ -265,5 +267,9 @@ class DemoMesh:
         for tier in STOP_ORDER:
             members = [c for c in self.components if c.tier == tier]
             outcomes = await asyncio.gather(*(c.stop(STOP_TIMEOUT) for c in members))
-            trouble += [f"{c.name}: {o}" for c, o in zip(members, outcomes, strict=True) if o != "stopped"]
+            trouble += [
+                f"{c.name}: {o}"
+                for c, o in zip(members, outcomes, strict=True)
+                if o not in ("stopped", "never started")
+            ]
         return trouble
