@@ -53,6 +53,7 @@ def demo(data_dir: Path | None, once: bool, refresh: float) -> None:
     code = asyncio.run(_demo(root, once, refresh))
     if data_dir is None and code == 0:
         shutil.rmtree(root, ignore_errors=True)
+        click.echo(f"meshgate demo: removed {root} (--data-dir keeps state and logs)")
     elif data_dir is None:
         click.echo(f"meshgate demo: kept {root} (logs in {root / 'logs'})", err=True)
     raise SystemExit(code)
