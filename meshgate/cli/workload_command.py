@@ -7,6 +7,8 @@ records the requests that carry ``X-Request-Tag`` (the newest ``--keep``) and li
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 
@@ -30,7 +32,11 @@ def _listen(value: str) -> tuple[str, int]:
     "--keep", default=100_000, show_default=True, type=click.IntRange(min=1),
     help="Tagged requests kept for /_meshgate/received (the oldest are dropped first).",
 )  # fmt: skip
-def run(listen: str, name: str, zone: str, keep: int) -> None:
+@click.option(
+    "--journal", type=click.Path(dir_okay=False, path_type=Path),
+    help="Also append each tagged request to this file (JSON lines) and read it back at start.",
+)  # fmt: skip
+def run(listen: str, name: str, zone: str, keep: int, journal: Path | None) -> None:
     """Serve until SIGTERM or SIGINT."""
     import asyncio
 
@@ -42,8 +48,11 @@ def run(listen: str, name: str, zone: str, keep: int) -> None:
     def listening(url: str) -> None:
         click.echo(f"workload {name} listening on {url}")
 
+    ledger = Ledger(keep, journal=journal)
     try:
-        asyncio.run(serve(Workload(name, zone, Ledger(keep)), host, port, listening))
+        asyncio.run(serve(Workload(name, zone, ledger), host, port, listening))
     except OSError as exc:
         click.echo(f"error: workload {name} cannot listen on {listen}: {exc}", err=True)
         raise SystemExit(1) from None
+    finally:
+        ledger.close()

@@ -7,7 +7,9 @@ import json
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -124,3 +126,36 @@ def test_the_command_serves_and_stops_cleanly_on_a_signal(signum: int) -> None:
             assert proc.stderr.read() == ""
         finally:
             proc.kill()
+
+
+def test_a_killed_workload_started_again_still_lists_what_it_received(tmp_path: Path) -> None:
+    journal = tmp_path / "received.jsonl"
+    args = [sys.executable, "-m", "meshgate", "workload", "run", "--listen", "127.0.0.1:0", "--name", "w1",
+            "--journal", str(journal)]  # fmt: skip
+
+    def start() -> tuple[subprocess.Popen[str], str]:
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+        assert proc.stdout is not None
+        return proc, proc.stdout.readline().strip().rpartition(" ")[2]
+
+    first, url = start()
+    with first:
+        for tag in ("t-1", "t-2"):
+            request = urllib.request.Request(f"{url}/x", headers={"X-Request-Tag": tag})
+            with urllib.request.urlopen(request, timeout=10) as response:
+                assert response.status == 200
+        first.kill()  # SIGKILL: no chance to flush anything at exit
+        first.wait()
+    journal.write_text(journal.read_text() + '{"method": "GET", "tag": "cut-sh')  # a line a kill cut
+    second, url = start()
+    with second:
+        request = urllib.request.Request(f"{url}/x", headers={"X-Request-Tag": "t-3"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+        with urllib.request.urlopen(f"{url}/_meshgate/received", timeout=10) as response:
+            assert [r["tag"] for r in json.loads(response.read())] == ["t-1", "t-2", "t-3"]
+        second.terminate()
+        second.wait()
+    ledger = Ledger(journal=journal)
+    assert len(ledger.records()) == 3  # the cut line stays skipped
+    ledger.close()
