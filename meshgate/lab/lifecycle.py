@@ -53,11 +53,12 @@ def _refuse_if_up(state: LabState) -> None:
 
 
 def prepare(lab_dir: Path) -> LabState:
-    """The new run's state (not yet written): topology read and planned."""
-    if os.geteuid() != 0:
-        raise LabError("meshgate lab up needs root (network namespaces)")
+    """The new run's state (not yet written): topology read and planned (refused before
+    anything needs root)."""
     topology = read_topology(lab_dir)
     plan = make_plan(topology, secrets.token_hex(3))
+    if os.geteuid() != 0:
+        raise LabError("meshgate lab up needs root (network namespaces)")
     return LabState(
         name=plan.name, directory=str(Path(lab_dir).resolve()), run_id=plan.run_id, plan=plan,
         python=sys.executable, code_root=code_root(), nodes={name: NodeState() for name in plan.nodes},
