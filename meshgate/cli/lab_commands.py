@@ -163,3 +163,16 @@ def exec_command(directory: Path, args: tuple[str, ...], labels: tuple[str, ...]
     except LabNotRunning as exc:
         fail(str(exc), Exit.NOT_FOUND)
     sys.exit(worst)
+
+
+def _add_lab_commands() -> None:
+    """check, trace and scenario live in their own modules (scapy only loads for trace)."""
+    from meshgate.cli.lab_check_command import check
+    from meshgate.cli.lab_scenario_command import scenario
+    from meshgate.cli.lab_trace_command import trace
+
+    for command in (check, trace, scenario):
+        lab.add_command(command)
+
+
+_add_lab_commands()
