@@ -22,6 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from meshgate.demo.client import DemoClient, EdgeAnswer
 from meshgate.demo.launcher import Component, StartFailed
 from meshgate.demo.plan import Edge, Plan
@@ -125,8 +127,9 @@ class DemoMesh:
             await zone_cps[zone].spawn()
         await all_of(*(self._zone_ready(zone, c, deadline) for zone, c in zone_cps.items()))
         self._step(f"resources applied; zone CPs {', '.join(ZONES)} enrolled")
-        waits = [
-            self._workload_ready(w, p.workload_port, deadline)
+        host = plan.host
+        answering = [  # (process, a URL that answers 200 once it is ready)
+            (w, f"http://{host}:{p.workload_port}/_meshgate/healthz")
             for w, p in zip(workloads, plan.proxies, strict=True)
         ]
         for ingress in plan.ingresses:
@@ -134,22 +137,16 @@ class DemoMesh:
             c = await self._proxy(
                 f"ingress {ingress.zone}", "ingress", d, plan.ingress_config(ingress), ingress.zone, tokens
             )
-            waits.append(self._admin_ready(c, ingress.admin_port, deadline))
+            answering.append((c, f"http://{host}:{ingress.admin_port}/readyz"))
         for proxy in plan.proxies:
             d = plan.zone_dir(proxy.zone, proxy.name)
-            c = await self._proxy(
-                f"proxy {proxy.name} ({proxy.zone})",
-                "local",
-                d,
-                plan.local_proxy_config(proxy),
-                proxy.zone,
-                tokens,
-            )
-            waits.append(self._admin_ready(c, proxy.admin_port, deadline))
+            name = f"proxy {proxy.name} ({proxy.zone})"
+            c = await self._proxy(name, "local", d, plan.local_proxy_config(proxy), proxy.zone, tokens)
+            answering.append((c, f"http://{host}:{proxy.admin_port}/readyz"))
         for edge in plan.edges:
             c = await self._edge(edge, tokens)
-            waits.append(self._admin_ready(c, edge.admin_port, deadline))
-        await all_of(*waits)
+            answering.append((c, f"http://{host}:{edge.admin_port}/readyz"))
+        await all_of(*(self._answering(c, url, deadline) for c, url in answering))
         self._step("workloads, local proxies, ingresses and edges running")
         await all_of(*(self._served(edge, deadline) for edge in plan.edges))
         self._step("every edge answered, over http and https, from a workload in its own region")
@@ -169,7 +166,12 @@ class DemoMesh:
         return _read(d / "zone-address")
 
     async def _api(self, method: str, path: str, body: Any) -> Any:
-        status, answer = await self.client.call(method, self.global_url + path, self.admin_token, body)
+        try:
+            status, answer = await self.client.call(method, self.global_url + path, self.admin_token, body)
+        except (aiohttp.ClientError, OSError, TimeoutError, ValueError) as exc:
+            raise DemoError(
+                f"{method} {path}: no answer from the global CP ({exc or type(exc).__name__})"
+            ) from None
         if status not in (200, 201):
             raise DemoError(f"{method} {path}: {status} {json.dumps(answer)[:2000]}")
         return answer
@@ -202,12 +204,7 @@ class DemoMesh:
 
         await component.wait_until(ready, deadline, "enrolled")
 
-    async def _workload_ready(self, component: Component, port: int, deadline: float) -> None:
-        url = f"http://{self.plan.host}:{port}/_meshgate/healthz"
-        await component.wait_until(lambda: self.client.ok(url), deadline, "answering")
-
-    async def _admin_ready(self, component: Component, port: int, deadline: float) -> None:
-        url = f"http://{self.plan.host}:{port}/readyz"
+    async def _answering(self, component: Component, url: str, deadline: float) -> None:
         await component.wait_until(lambda: self.client.ok(url), deadline, "ready")
 
     async def _proxy(

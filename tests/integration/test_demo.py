@@ -128,6 +128,22 @@ def alive(processes: dict[int, str]) -> dict[int, str]:
     return out
 
 
+def running_in(data_dir: Path) -> list[str]:
+    """Command lines of running processes naming ``data_dir`` (each of the demo's processes does),
+    wherever they are in the process tree."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        line = " ".join(a.decode(errors="replace") for a in argv)
+        if str(data_dir) in line and state != "Z" and entry.name != str(os.getpid()):
+            found.append(f"{entry.name}: {line}")
+    return found
+
+
 def printed_edges(output: str) -> dict[str, tuple[str, str]]:
     """Edge name -> its http and https URLs, as the demo printed them."""
     edges = re.findall(r"^edge (\S+) \(region (\S+)\)  (http://\S+)  (https://\S+)$", output, re.M)
@@ -224,6 +240,7 @@ def test_the_printed_curls_work_and_ctrl_c_stops_every_process(tmp_path: Path, d
     assert demo.proc.wait(STOP) == 0, demo.output
     demo.until(r"^meshgate demo: stopped$", 10)
     assert alive(started) == {}
+    assert running_in(tmp_path) == []
     # Each stopped on its SIGTERM (none killed, none had exited before).
     assert not re.search(r"^meshgate demo: .+: (killed after|stopped \(|had exited)", demo.output, re.M)
 
@@ -237,6 +254,18 @@ def test_a_sigkilled_demo_takes_its_processes_with_it(tmp_path: Path, demos: lis
     demo.proc.kill()
     demo.proc.wait()
     wait_for(lambda: not alive(started), STOP, "every process of the demo gone after SIGKILL")
+    wait_for(lambda: not running_in(tmp_path), STOP, "no process left using the data dir")
+
+
+def test_ctrl_c_while_starting_stops_what_was_started(tmp_path: Path, demos: list[Demo]) -> None:
+    demo = Demo("--data-dir", str(tmp_path))
+    demos.append(demo)
+    demo.until(r"^ +[\d.]+ s  resources applied; zone CPs .* enrolled$", START)
+    demo.proc.send_signal(signal.SIGINT)
+    assert demo.proc.wait(STOP) == 0, demo.output
+    demo.until(r"^meshgate demo: stopped$", 10)
+    assert "meshgate demo: interrupted while starting" in demo.lines
+    assert running_in(tmp_path) == []
 
 
 def test_a_process_that_cannot_start_is_named_with_its_log_and_the_rest_stopped(tmp_path: Path) -> None:
