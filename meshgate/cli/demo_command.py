@@ -47,8 +47,22 @@ if TYPE_CHECKING:
     type=click.FloatRange(min=0.2),
     help="Seconds between status updates.",
 )
-def demo(data_dir: Path | None, once: bool, refresh: float) -> None:
+@click.option(
+    "--lab",
+    is_flag=True,
+    help="Root: run labs/two-region on network namespaces instead, with BIRD, FRR and ExaBGP.",
+)
+def demo(data_dir: Path | None, once: bool, refresh: float, lab: bool) -> None:
     """Run a whole two-region mesh on this machine: control planes, proxies, workloads, edges."""
+    if lab:
+        from meshgate.demo.lab import find_lab, run_lab_demo
+
+        try:
+            directory = find_lab()
+        except FileNotFoundError as exc:
+            click.echo(f"error: {exc}", err=True)
+            raise SystemExit(7) from None
+        raise SystemExit(run_lab_demo(directory, once=once, echo=click.echo))
     root = data_dir.absolute() if data_dir is not None else Path(tempfile.mkdtemp(prefix="meshgate-demo-"))
     code = asyncio.run(_demo(root, once, refresh))
     if data_dir is None and code == 0:

@@ -84,6 +84,33 @@ def test_a_trace_shows_each_regions_clients_reaching_their_own_edge(lab: Lab) ->
         assert trace["lost"] == [], trace
 
 
+def test_the_operator_commands_work_inside_the_nodes(lab: Lab) -> None:
+    """What ``meshgate demo --lab`` suggests: the CLI on the global node, each router's view."""
+    zones = meshgate(
+        "lab", "exec", str(lab.directory), "global", "--", "meshgate", "get", "zones", "-o", "json"
+    )
+    assert zones.returncode == 0, zones.stderr
+    found = json.loads(zones.stdout)
+    items = found["items"] if isinstance(found, dict) else found
+    assert sorted(z["metadata"]["name"] for z in items) == ["eu-west", "us-east"]
+    edges = meshgate("lab", "exec", str(lab.directory), "global", "--", "meshgate", "edge", "status")
+    assert edges.returncode == 0, edges.stderr
+    assert "edge-eu" in edges.stdout
+    assert "edge-us" in edges.stdout
+    bird = meshgate(
+        "lab", "exec", str(lab.directory), "rtr-eu", "--", "birdc", "-s", "/run/bird/bird.ctl",
+        "show", "route", "for", VIP, "all",
+    )  # fmt: skip
+    assert bird.returncode == 0, bird.stderr
+    assert "AS65101" in bird.stdout or "65101" in bird.stdout, bird.stdout
+    frr = meshgate(
+        "lab", "exec", str(lab.directory), "rtr-us", "--", "vtysh", "--vty_socket", "/run/frr",
+        "-c", f"show ip bgp {VIP}/32",
+    )  # fmt: skip
+    assert frr.returncode == 0, frr.stderr
+    assert "65102" in frr.stdout, frr.stdout
+
+
 @pytest.mark.parametrize("name", SCENARIOS)
 def test_scenario(lab: Lab, name: str) -> None:
     done = meshgate("lab", "scenario", str(lab.directory), name, "-o", "json", timeout=300)
