@@ -20,6 +20,18 @@ PRIVATE_TMPFS: Final = {"/run": "mode=0755", "/tmp": "mode=1777"}  # noqa: S108 
 SHM: Final = "/dev/shm"  # noqa: S108 - the node's own, a fresh tmpfs
 
 
+def hidden_in_node(paths: list[str]) -> list[str]:
+    """The ``paths`` (real, absolute) that a node would not see because they lie below one of its
+    private mounts (a virtualenv or a checkout under ``/tmp``), outermost first, no duplicates."""
+    private = [*PRIVATE_TMPFS, SHM]
+    found: list[str] = []
+    for path in sorted({os.path.realpath(p) for p in paths if p}, key=len):
+        below = any(path.startswith(f"{mount}/") for mount in private)
+        if below and not any(path == f or path.startswith(f"{f}/") for f in found):
+            found.append(path)
+    return found
+
+
 def depth(path: str) -> int:
     return len([part for part in path.split("/") if part])
 

@@ -244,12 +244,20 @@ class Supervisor:
             self.node(node.name).health = "starting"
             self.spawn(self.probe_health(node))
 
+    def installation_paths(self) -> list[str]:
+        """Where this meshgate and its Python live: node processes run them."""
+        return [sys.prefix, sys.base_prefix, self.state.code_root]
+
     async def start_init(self, node: NodePlan) -> None:
         binds = [codec.dump(bind) for bind in node.binds]
         if not any(bind.target == "/etc/hosts" for bind in node.binds):
             hosts = Path(node.node_dir) / "hosts"
             _write_text(hosts, hosts_file(self.plan, node))
             binds.append({"source": str(hosts), "target": "/etc/hosts", "read_only": False})
+        taken = {str(bind["target"]) for bind in binds}
+        for path in mounts.hidden_in_node(self.installation_paths()):
+            if path not in taken:  # e.g. a virtualenv or a checkout under /tmp: keep it visible
+                binds.append({"source": path, "target": path, "read_only": True})
         spec = mounts.node_spec(node.hostname, binds, node.tmpfs, node.sysctls)
         log = _open_append(Path(node.node_dir) / "init.log")
         try:

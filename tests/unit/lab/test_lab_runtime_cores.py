@@ -101,3 +101,10 @@ def test_mount_order_and_submounts() -> None:
         "/var/log",
         "/var/lib/x",
     ]
+
+
+def test_installations_below_a_nodes_private_mounts_are_bound_into_it() -> None:
+    from meshgate.lab.mounts import hidden_in_node
+
+    paths = ["/tmp/venv", "/tmp/venv/lib/python3.11/site-packages", "/usr", "/run/x/src", "/tmpfoo/a", ""]
+    assert hidden_in_node(paths) == ["/tmp/venv", "/run/x/src"]
