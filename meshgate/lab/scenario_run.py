@@ -25,23 +25,17 @@ from typing import Any, Protocol
 
 from meshgate.lab.checks import Check
 from meshgate.lab.ledger import reconcile
+from meshgate.lab.nodes_protocol import LabNode, LabNodes
 from meshgate.lab.scenarios import Action, Scenarios
+from meshgate.netns.namespace import wait_until
 
 RECEIVED_URL = "http://127.0.0.1:8080/_meshgate/received"
 PARTITION_TABLE = "meshgate_partition"
 
 
-class ScenarioLab(Protocol):
-    """What a scenario needs from a running lab (``meshgate.lab.running.RunningLab``)."""
-
-    @property
-    def nodes(self) -> Mapping[str, Any]: ...
-
-    def netns(self, node: str, /) -> str: ...
-
-    def exec(
-        self, node: str, argv: list[str], /, *, timeout: float = 30, input: str | None = None
-    ) -> subprocess.CompletedProcess[str]: ...
+class ScenarioLab(LabNodes, Protocol):
+    """What a scenario needs from a running lab (``meshgate.lab.running.RunningLab``): what checks
+    need, and stopping and starting a node."""
 
     def kill_node(self, node: str, /, *, signal: int) -> None: ...
 
@@ -84,7 +78,10 @@ def run_scenario(
     try:
         before = _received_count(lab, workloads, run)
         clients = [_start_load(lab, scenarios, client, run) for client in scenarios.load.clients]
-        _wait(lambda: _received_count(lab, workloads, run) >= before + 20, 20, "load reaching the workloads")
+        try:
+            wait_until(lambda: _received_count(lab, workloads, run) >= before + 20, 20, 0.2)
+        except TimeoutError:
+            raise ScenarioFailed("timed out after 20s waiting for the load to reach the workloads") from None
         say(f"{name}: load running from {', '.join(scenarios.load.clients)}; {_describe(scenario.action)}")
         acted = time.monotonic()
         perform(lab, scenario.action, scenarios)
@@ -165,9 +162,8 @@ def _describe(action: Action) -> str:
     return f"{action.kind} {', '.join(action.nodes)}"
 
 
-def _selected(node: Any, selector: Mapping[str, str]) -> bool:
-    labels: Mapping[str, str] = getattr(node, "labels", {}) or {}
-    return all(labels.get(k) == v for k, v in selector.items())
+def _selected(node: LabNode, selector: Mapping[str, str]) -> bool:
+    return all(node.labels.get(k) == v for k, v in selector.items())
 
 
 def _global_node(lab: ScenarioLab) -> str:
@@ -233,11 +229,3 @@ def _unpin(lab: ScenarioLab, scenarios: Scenarios) -> None:
 
     assert scenarios.pin is not None
     unpin_in_node(lab, scenarios.pin.node)
-
-
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise ScenarioFailed(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.2)
