@@ -97,8 +97,16 @@ class SourceSession:
         return min(times) if times else None
 
     def next_retry(self) -> float | None:
-        """After a NACK: when poll may send again."""
-        return self._retry_at if self._retry_at > self.now() else None
+        """After a NACK, while changes wait for the backoff: when to poll again without being
+        woken (a time already past means at once). None: poll when woken.
+
+        Deliberately not compared with the clock: a timer may fire just before the backoff
+        ends (uvloop's do, by up to a millisecond), so poll sends nothing; asked a moment later,
+        a "backoff over, nothing to wait for" answer would leave those changes waiting until
+        the next one arrives."""
+        if self._retry_at and self._dirty and self._inflight is None:
+            return self._retry_at
+        return None
 
     def mark_dirty(self, keys: Iterable[str]) -> None:
         at = self.now()
@@ -124,7 +132,7 @@ class SourceSession:
                         self._known[key] = sent
                 self.stats.acks += 1
                 self.stats.applied_version = version
-                self._backoff = 0.0
+                self._backoff, self._retry_at = 0.0, 0.0
                 now = self.now()
                 self.stats.last_ack_at = now
                 return Delivered(

@@ -181,6 +181,29 @@ async def test_nack_keeps_last_good_state_and_backs_off() -> None:
     assert sink.state == view.docs
 
 
+async def test_a_poll_just_before_the_backoff_ends_does_not_strand_the_changes() -> None:
+    # A timer may fire a moment before the backoff ends (uvloop's do): poll sends nothing then,
+    # and next_retry must still name a time, even once the clock has passed it, or the writer
+    # would sleep until some other change arrived.
+    view, sink, clock = View(), Sink(), Clock()
+    view.put(zone_doc("a"))
+    source = SourceSession(view, clock, SourceSettings(nack_backoff=1.0))
+    source.on_message(sink.hello())
+    await deliver(source, sink)
+    sink.refuse = "unknown kind"
+    source.mark_dirty([view.put(zone_doc("a", "new"))])
+    assert isinstance((await deliver(source, sink))[0], Nack)
+    retry_at = clock.t + 1.0
+    sink.refuse = None
+    clock.t = retry_at - 0.0005  # the timer fired early
+    assert source.poll() == []
+    clock.t = retry_at + 0.0001  # and the writer asks a moment later
+    assert source.next_retry() == retry_at
+    assert [type(a) for a in await deliver(source, sink)] == [Ack]
+    assert source.next_retry() is None  # nothing waits any more
+    assert sink.state == view.docs
+
+
 async def test_large_updates_go_in_parts_and_apply_at_once() -> None:
     view, sink, clock = View(), Sink(), Clock()
     for i in range(40):
