@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import click
 
+from meshgate.cli.ca_pin import ca_fingerprint_option, check_token
 from meshgate.cli.client import ApiError, Client
 from meshgate.cli.common import connection_options, fail, handle_errors, make_client
 from meshgate.cli.exits import Exit
@@ -49,10 +50,12 @@ def edge() -> None:
 @click.option(
     "--cert-ttl", default=None, type=float, help="Ask for certificates this short (seconds; for tests)."
 )
+@ca_fingerprint_option
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def run(zone_cp_url: str, token_file: Path | None, data_dir: Path, config_file: Path | None,
-        cert_ttl: float | None, log_level: str) -> None:  # fmt: skip
+        cert_ttl: float | None, ca_fingerprint: str | None, log_level: str) -> None:  # fmt: skip
     """Run an edge until SIGTERM: serve global services, announce their VIPs while healthy."""
+    check_token(token_file, ca_fingerprint)
     from edge.process import main as run_edge
 
     raise SystemExit(

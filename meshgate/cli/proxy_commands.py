@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from meshgate.cli.ca_pin import ca_fingerprint_option, check_token
+
 
 @click.group()
 def proxy() -> None:
@@ -42,10 +44,13 @@ def proxy() -> None:
 @click.option(
     "--drain-timeout", default=30.0, show_default=True, help="Seconds open connections get after SIGTERM."
 )
+@ca_fingerprint_option
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def run(role: str, zone_cp_url: str, token_file: Path | None, data_dir: Path, config_file: Path | None,
-        workers: int, cert_ttl: float | None, drain_timeout: float, log_level: str) -> None:  # fmt: skip
+        workers: int, cert_ttl: float | None, drain_timeout: float, ca_fingerprint: str | None,
+        log_level: str) -> None:  # fmt: skip
     """Run a proxy until SIGTERM (open connections get a deadline to finish)."""
+    check_token(token_file, ca_fingerprint)
     from zones.process import main as run_proxy
 
     raise SystemExit(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from meshgate.cli.ca_pin import ca_fingerprint_option, check_token
 from meshgate.cli.exits import Exit
 
 
@@ -47,6 +48,7 @@ def zone_cp() -> None:
 @click.option(
     "--proxy-address-file", type=click.Path(path_type=Path), help="Write the proxy-facing address here."
 )
+@ca_fingerprint_option
 @click.option("--log-level", default="info", type=click.Choice(["debug", "info", "warning", "error"]))
 def run(
     zone: str,
@@ -57,9 +59,11 @@ def run(
     address_file: Path | None,
     proxy_listen: str | None,
     proxy_address_file: Path | None,
+    ca_fingerprint: str | None,
     log_level: str,
 ) -> None:
     """Run the zone CP until SIGTERM or SIGINT."""
+    check_token(token_file, ca_fingerprint)
     import uvloop
 
     from meshgate.telemetry import logs
