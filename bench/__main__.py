@@ -81,6 +81,29 @@ def parser() -> argparse.ArgumentParser:
     )
     http.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     http.add_argument("--results-dir", help="write the results there instead of bench/results/")
+    mesh = scenarios.add_parser(
+        "mesh",
+        help="data path: the mesh path (HTTPS edge -> zone ingress -> mTLS local proxy) against a HAProxy chain",
+        description="wrk (HTTPS) -> edge -> zone ingress (SNI passthrough) -> local proxy (mTLS) -> nginx, once "
+        "through real meshgate processes configured by a global CP and a zone CP, once through three HAProxy "
+        "processes doing the same TLS hops; wrk rounds alternate between them. Results go to bench/results/.",
+    )
+    mesh.add_argument("--quick", action="store_true", help="smoke run: 1 round per chain of 3 s")
+    mesh.add_argument("--rounds", type=_positive, help="rounds per chain (default 5)")
+    mesh.add_argument("--seconds", type=_positive, help="length of each wrk run (default 10)")
+    mesh.add_argument("--connections", type=_positive, help="wrk's keep-alive connections (default 50)")
+    mesh.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin processes (default: wrk, nginx and the CPs on the first CPU, the proxies on the others)",
+    )
+    mesh.add_argument(
+        "--profile",
+        action="store_true",
+        help="afterwards, one extra meshgate round with py-spy on each hop (collapsed stacks); not results",
+    )
+    mesh.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
+    mesh.add_argument("--results-dir", help="write the results there instead of bench/results/")
     return top
 
 
@@ -155,7 +178,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         record_h = http_hop.run(http_params)
         return 1 if record_h["problems"] else 0
+    if args.scenario == "mesh":
+        return mesh(args)
     return 2
+
+
+def mesh(args: argparse.Namespace) -> int:
+    """``python -m bench mesh``: the mesh path against the HAProxy chain; 1 if anything failed."""
+    from bench import mesh_path
+
+    base, quick = mesh_path.Params(), mesh_path.Params.quick_defaults() if args.quick else {}
+
+    def choose(name: str, given: int | None) -> int:
+        return given if given is not None else quick.get(name, int(getattr(base, name)))
+
+    params = mesh_path.Params(
+        seconds=choose("seconds", args.seconds),
+        rounds=choose("rounds", args.rounds),
+        connections=choose("connections", args.connections),
+        pin=not args.no_pin,
+        profile=args.profile,
+        keep=args.keep,
+        quick=args.quick,
+        results_dir=args.results_dir,
+    )
+    record = mesh_path.run(params)
+    return 1 if record["problems"] else 0
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ chain's come from its zone CP, as in production.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -231,17 +232,36 @@ def haproxy_argv(config: Path) -> list[str]:
     return [HAPROXY, "-db", "-f", str(config)]  # -db: foreground, one process (no master)
 
 
-_HAPROXY_LOG_LINE: Final = re.compile(r"^\S+ \[[^\]]+\] ")
+_HTTPLOG: Final = re.compile(r"^\S+ \[[^\]]+\] \S+ \S+ \S+ (-?\d+) \S+ \S+ \S+ (\S{4}) ")
+_TCPLOG: Final = re.compile(r"^\S+ \[[^\]]+\] \S+ \S+ \S+ \S+ (\S{2}) \d+/\d+/\d+/\d+/\d+ \d+/\d+\s*$")
+_CONNECTION: Final = re.compile(r"^\S+ \[[^\]]+\] \S+: (.+)$")
 
 
-def count_haproxy_errors(log: Path) -> int:
-    """Lines one HAProxy logged for requests or sessions (with ``dontlog-normal``: errors only,
-    and sessions a client cut)."""
+def count_haproxy_log(log: Path) -> dict[str, Any]:
+    """What one HAProxy of the chain logged (with ``dontlog-normal``: only what went wrong):
+    requests (httplog) or sessions (tcplog) by termination state, and connection-level messages
+    (a failed handshake). Those the client side ended (a state starting with ``C``, a connection
+    closed during its handshake) are wrk's stop, or HAProxy 1 closing its server connections
+    after it; anything else is an error. (NUL bytes left by emptying the file are skipped.)"""
+    cut, errors = 0, Counter[str]()
     try:
-        with log.open(encoding="utf-8", errors="replace") as file:
-            return sum(1 for line in file if _HAPROXY_LOG_LINE.match(line))
+        text = log.read_text(errors="replace").replace("\x00", "")
     except OSError:
-        return 0
+        return {"cut_by_client": 0, "errors": {}}
+    for line in text.splitlines():
+        if (match := _HTTPLOG.match(line) or _TCPLOG.match(line)) is not None:
+            state = match.group(match.lastindex or 1)
+            if state.startswith("C"):
+                cut += 1
+            else:
+                status = match.group(1) if match.re is _HTTPLOG else ""
+                errors[f"state {state}" + (f" status {status}" if status else "")] += 1
+        elif (match := _CONNECTION.match(line)) is not None:
+            if "closed during SSL handshake" in match.group(1):
+                cut += 1
+            else:
+                errors[match.group(1)] += 1
+    return {"cut_by_client": cut, "errors": dict(errors)}
 
 
 # --- wrk -----------------------------------------------------------------------------------------
