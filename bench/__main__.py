@@ -104,7 +104,77 @@ def parser() -> argparse.ArgumentParser:
     )
     mesh.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     mesh.add_argument("--results-dir", help="write the results there instead of bench/results/")
+    add_proxies_parser(scenarios)
     return top
+
+
+def add_proxies_parser(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    proxies = scenarios.add_parser(
+        "proxies",
+        help="control path to proxies: global write -> every proxy in every zone, memory per proxy",
+        description="A real global CP on SQLite with N services; Z zones, R of them real zone CPs carrying P "
+        "simulated proxies that speak the real proxy protocol (enrollment, mTLS config stream, ACK), the "
+        "others simulated zones. Results go to bench/results/.",
+    )
+    proxies.add_argument(
+        "--quick", action="store_true", help="smoke run: 1,000 resources, 4 zones, 50 proxies, 20 writes"
+    )
+    proxies.add_argument("--zones", type=_positive, help="zones in all, the real ones included (default 20)")
+    proxies.add_argument(
+        "--proxy-zones", type=_positive, help="real zone CPs carrying the proxies (default 2)"
+    )
+    proxies.add_argument("--proxies", type=_positive, help="simulated proxies (default 1,000)")
+    proxies.add_argument("--resources", type=_positive, help="Service resources (default 10,000)")
+    proxies.add_argument("--writes", type=_positive, help="writes per propagation round (default 100)")
+    proxies.add_argument("--rounds", type=_positive, help="propagation rounds (default 3)")
+    proxies.add_argument(
+        "--full-sync-repeats", type=_positive, help="full syncs of the first zone and first proxy (default 3)"
+    )
+    proxies.add_argument(
+        "--connect-concurrency",
+        type=_positive,
+        help="proxies taking their first snapshot at once (default 50)",
+    )
+    proxies.add_argument(
+        "--profile",
+        action="store_true",
+        help="afterwards, profile a zone CP and this benchmark with py-spy in extra phases; not timed",
+    )
+    proxies.add_argument("--keep", action="store_true", help="keep the temporary data dirs and logs")
+    proxies.add_argument("--results-dir", help="write the results there instead of bench/results/")
+
+
+def run_proxies(args: argparse.Namespace) -> int:
+    """``python -m bench proxies``: 1 if a proxy or zone missed a write."""
+    from bench import proxies_control
+
+    base = proxies_control.Params()
+    quick = proxies_control.Params.quick_defaults() if args.quick else {}
+
+    def choose(name: str, given: int | None) -> int:
+        return given if given is not None else quick.get(name, int(getattr(base, name)))
+
+    params = proxies_control.Params(
+        zones=choose("zones", args.zones),
+        proxy_zones=choose("proxy_zones", args.proxy_zones),
+        proxies=choose("proxies", args.proxies),
+        resources=choose("resources", args.resources),
+        writes=choose("writes", args.writes),
+        rounds=choose("rounds", args.rounds),
+        full_sync_repeats=choose("full_sync_repeats", args.full_sync_repeats),
+        connect_concurrency=choose("connect_concurrency", args.connect_concurrency),
+        profile=args.profile,
+        keep=args.keep,
+        quick=args.quick,
+        results_dir=args.results_dir,
+    )
+    problems = params.problems()
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
+        return 2
+    record = proxies_control.run(params)
+    propagation = record["propagation"]
+    return 1 if propagation["missing_proxies"] or propagation["missing_zones"] else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,6 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if record_h["problems"] else 0
     if args.scenario == "mesh":
         return mesh(args)
+    if args.scenario == "proxies":
+        return run_proxies(args)
     return 2
 
 

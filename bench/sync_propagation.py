@@ -314,12 +314,21 @@ class OperatorApi:
                 raise RuntimeError(f"apply refused ({response.status}): {reply}")
             return reply
 
+    async def token(self, role: str, zone: str, ttl: str = "2h") -> str:
+        """A single-use join token (``POST /api/v1/tokens``, as ``meshgate token create``)."""
+        body = {"role": role, "zone": zone, "ttl": ttl, "reusable": False}
+        async with self._http.post(f"{self._url}/api/v1/tokens", json=body) as response:
+            reply: dict[str, Any] = await response.json()
+            if response.status != 201:
+                raise RuntimeError(f"token refused ({response.status}): {reply}")
+            return str(reply["token"])
+
     async def close(self) -> None:
         await self._http.close()
 
 
-def service(name: str, port: int) -> dict[str, Any]:
-    return doc("Service", name, {"ports": [{"name": "http", "port": port, "protocol": "http"}]})
+def service(name: str, port: int, protocol: str = "http") -> dict[str, Any]:
+    return doc("Service", name, {"ports": [{"name": "main", "port": port, "protocol": protocol}]})
 
 
 def service_name(i: int) -> str:
@@ -407,18 +416,18 @@ async def _scenario(ctx: Context) -> None:
         await ctx.api.apply(zone_docs[start : start + BATCH])
 
     _say(f"loading {p.resources} services in batches of {BATCH}")
-    record["load"] = await _load(ctx)
+    record["load"] = await load_services(ctx)
     await asyncio.sleep(1.0)
     memory["loaded_rss_bytes"] = rss_bytes(ctx.pid)
 
     _say(f"enrolling {p.zones} simulated zones")
-    record["enrollment"] = await _enroll_all(ctx, sims)
+    record["enrollment"] = await enroll_zones(ctx, sims)
 
     memory["before_zones_rss_bytes"] = rss_bytes(ctx.pid)
     _say("full sync of the first zone")
-    record["full_sync_first_zone"] = await _first_zone(ctx)
+    record["full_sync_first_zone"] = await first_zone_full_sync(ctx)
     _say(f"full sync of the other {p.zones - 1} zones at once")
-    record["full_sync_all_zones"] = await _all_zones(ctx)
+    record["full_sync_all_zones"] = await all_zones_full_sync(ctx)
     await asyncio.sleep(1.0)
     memory["after_zones_rss_bytes"] = rss_bytes(ctx.pid)
     memory["peak_rss_bytes"] = peak_rss_bytes(ctx.pid)
@@ -444,7 +453,7 @@ async def _scenario(ctx: Context) -> None:
         record["profiles"] = await _profiles(ctx, rng, counter)
 
 
-async def _load(ctx: Context) -> dict[str, Any]:
+async def load_services(ctx: Context) -> dict[str, Any]:
     n = ctx.params.resources
     started = time.monotonic()
     cpu = CpuMeter(ctx.pid).start()
@@ -465,7 +474,7 @@ async def _load(ctx: Context) -> dict[str, Any]:
     }
 
 
-async def _enroll_all(ctx: Context, names: Sequence[str]) -> dict[str, Any]:
+async def enroll_zones(ctx: Context, names: Sequence[str]) -> dict[str, Any]:
     took = []
     for name in names:
         token = await asyncio.to_thread(ctx.admin.token, "zone", name)
@@ -476,7 +485,7 @@ async def _enroll_all(ctx: Context, names: Sequence[str]) -> dict[str, Any]:
     return {"zones": len(names), "seconds": Summary.of(took).as_dict()}
 
 
-async def _first_zone(ctx: Context) -> dict[str, Any]:
+async def first_zone_full_sync(ctx: Context) -> dict[str, Any]:
     """The first zone's full sync, repeated (close, reconnect with an empty hello); the last stays."""
     zone = ctx.zones[0]
     runs = []
@@ -495,7 +504,7 @@ async def _first_zone(ctx: Context) -> dict[str, Any]:
     }
 
 
-async def _all_zones(ctx: Context) -> dict[str, Any]:
+async def all_zones_full_sync(ctx: Context) -> dict[str, Any]:
     others = ctx.zones[1:]
     cpu = CpuMeter(ctx.pid).start()
     started = time.monotonic()
