@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 
 def _positive(text: str) -> int:
@@ -104,6 +105,29 @@ def parser() -> argparse.ArgumentParser:
     )
     mesh.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     mesh.add_argument("--results-dir", help="write the results there instead of bench/results/")
+    latency = scenarios.add_parser(
+        "latency",
+        help="data path: added latency at a fixed rate on the mesh path and the HAProxy chain, against direct",
+        description="An open-loop generator (latency from each request's due time) at fixed rates through the "
+        "mesh scenario's two chains and directly to nginx over TLS; runs alternate between the three paths. "
+        "Results go to bench/results/.",
+    )
+    latency.add_argument("--quick", action="store_true", help="smoke run: 500 and 1,000/s, 1 round of 2 s")
+    latency.add_argument(
+        "--rates", type=_rates, help="requests per second, comma-separated (default 2000,10000)"
+    )
+    latency.add_argument("--rounds", type=_positive, help="rounds per rate and path (default 3)")
+    latency.add_argument("--seconds", type=_positive, help="measured seconds per run (default 10)")
+    latency.add_argument(
+        "--connections", type=_positive, help="the generator's keep-alive connections (default 50)"
+    )
+    latency.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin processes (default: the generator, nginx and the CPs on the first CPU, the proxies on others)",
+    )
+    latency.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
+    latency.add_argument("--results-dir", help="write the results there instead of bench/results/")
     add_proxies_parser(scenarios)
     return top
 
@@ -250,6 +274,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1 if record_h["problems"] else 0
     if args.scenario == "mesh":
         return mesh(args)
+    if args.scenario == "latency":
+        return latency(args)
     if args.scenario == "proxies":
         return run_proxies(args)
     return 2
@@ -275,6 +301,36 @@ def mesh(args: argparse.Namespace) -> int:
         results_dir=args.results_dir,
     )
     record = mesh_path.run(params)
+    return 1 if record["problems"] else 0
+
+
+def _rates(text: str) -> tuple[int, ...]:
+    rates = tuple(int(part) for part in text.split(",") if part.strip())
+    if not rates or min(rates) < 1:
+        raise argparse.ArgumentTypeError("must be positive integers, comma-separated")
+    return rates
+
+
+def latency(args: argparse.Namespace) -> int:
+    """``python -m bench latency``: added latency at fixed rates; 1 if anything failed."""
+    from bench import latency_rate
+
+    base, quick = latency_rate.Params(), latency_rate.Params.quick_defaults() if args.quick else {}
+
+    def choose(name: str, given: Any) -> Any:
+        return given if given is not None else quick.get(name, getattr(base, name))
+
+    params = latency_rate.Params(
+        rates=choose("rates", args.rates),
+        seconds=choose("seconds", args.seconds),
+        rounds=choose("rounds", args.rounds),
+        connections=choose("connections", args.connections),
+        pin=not args.no_pin,
+        keep=args.keep,
+        quick=args.quick,
+        results_dir=args.results_dir,
+    )
+    record = latency_rate.run(params)
     return 1 if record["problems"] else 0
 
 
