@@ -50,7 +50,7 @@ variable "ca_fingerprint" {
 
   validation {
     condition     = var.ca_fingerprint == null || can(regex("^(?i)sha256:[0-9a-f]{64}$", coalesce(var.ca_fingerprint, "-")))
-    error_message = "ca_fingerprint: must be sha256: followed by 64 hex digits (the ca_fingerprint claim of `meshgate token create -o json`)."
+    error_message = "ca_fingerprint: must be sha256: followed by 64 hex digits (caFingerprint in `meshgate token create -o json`)."
   }
 
   validation {

@@ -1,7 +1,8 @@
 """Start systemd units as systemd would, in a lab node that has no systemd.
 
-usage: python3 unit-run.py UNIT...   (files in /etc/systemd/system; NAME@INSTANCE.service is
-                                      read from NAME@.service, %i being INSTANCE)
+usage: python3 unit-run.py [--unit-dir DIR] UNIT...
+       (unit files in DIR, default /etc/systemd/system; NAME@INSTANCE.service is read from
+       NAME@.service, %i being INSTANCE)
 
 Terraform renders each host's units and config files once; cloud-init writes them on a real
 host, and the lab binds the same files at the same paths into the node, whose command is this
@@ -161,30 +162,33 @@ class Running:
     process: subprocess.Popen[bytes]
 
 
-def run_all(names: list[str]) -> int:
+def run_all(names: list[str], directory: Path = UNITS) -> int:
     base = dict(os.environ)
     base["MESHGATE_LAB_PYTHON"] = sys.executable  # for the lab's stand-in of the installed meshgate
     running: list[Running] = []
     stopping = False
 
+    def signal_all(signum: int) -> None:
+        for item in running:
+            if item.process.returncode is None:
+                item.process.send_signal(signum)
+
     def forward(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
         stopping = True
-        for item in running:
-            if item.process.poll() is None:
-                item.process.send_signal(signum)
+        signal_all(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     for name in names:
-        unit = read_unit(name)
+        unit = read_unit(name, directory)
         env = environment(unit, base)
         for line in unit.all("ExecStartPre"):
             argv, ignore = command(line, unit, env)
             done = subprocess.run(argv, env=env, check=False)
             if done.returncode != 0 and not ignore:
                 log(f"{name}: ExecStartPre {shlex.join(argv)} exited {done.returncode}")
-                forward(signal.SIGTERM, None)
+                signal_all(signal.SIGTERM)
                 stop_all(running)
                 return done.returncode
         starts = unit.all("ExecStart")
@@ -194,11 +198,11 @@ def run_all(names: list[str]) -> int:
         log(f"{name}: {shlex.join(argv)}")
         running.append(Running(unit, env, subprocess.Popen(argv, env=env)))
         if stopping:
-            forward(signal.SIGTERM, None)
+            signal_all(signal.SIGTERM)
             break
     status = 0
     first = True
-    while any(item.process.poll() is None for item in running):
+    while any(item.process.returncode is None for item in running):  # reaped here, by os.wait
         try:
             pid, wait_status = os.wait()
         except ChildProcessError:
@@ -210,7 +214,7 @@ def run_all(names: list[str]) -> int:
                     status, first = item.process.returncode, False
                     if not stopping:
                         log(f"{item.unit.name} exited {status}: stopping the others")
-                        forward(signal.SIGTERM, None)
+                        signal_all(signal.SIGTERM)
     stop_all(running)
     return 0 if stopping else (status if status > 0 else 1)
 
@@ -224,16 +228,19 @@ def stop_all(running: list[Running]) -> None:
             subprocess.run(argv, env=item.env, check=False)
 
 
-def main() -> int:
-    if len(sys.argv) < 2:
+def main(argv: list[str]) -> int:
+    directory = UNITS
+    if argv[:1] == ["--unit-dir"] and len(argv) > 1:
+        directory, argv = Path(argv[1]), argv[2:]
+    if not argv or argv[0].startswith("-"):
         print(__doc__, file=sys.stderr)
         return 2
     try:
-        return run_all(sys.argv[1:])
+        return run_all(argv, directory)
     except UnitError as exc:
         log(str(exc))
         return 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
