@@ -463,5 +463,9 @@ def profile(
         "rate_hz": PROFILE_RATE,
         "round_under_profiler": brief(result)
         | {"cpu_us_per_request_by_hop": result.get("cpu_us_per_request_by_hop")},
-        "hops": {hop: summarise_stacks(p.out, PROFILE_TOP) for hop, p in profilers.items()},
+        "hops": {hop: summarise_stacks(p.out, PROFILE_TOP, _PLUMBING) for hop, p in profilers.items()},
     }
+
+
+#: the processes' entry points (``main`` runs the event loop): on every stack, no information
+_PLUMBING: Final = ("edge/process.py", "zones/process.py")
