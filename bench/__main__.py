@@ -1,4 +1,5 @@
-"""``python -m bench SCENARIO [options]``: run a benchmark against real meshgate processes.
+"""``python -m bench [SCENARIO] [options]``: run a benchmark against real meshgate processes. With
+no scenario (or ``all``), the suite: every scenario of ``SUITE`` in turn, one combined result.
 
 Run from the repository root (the scenarios reuse ``tests.support``)."""
 
@@ -8,6 +9,19 @@ import argparse
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+#: What the suite (``python -m bench``, ``python -m bench all``) runs, in this order, and whether a
+#: scenario needs root (skipped with a note otherwise). A new scenario is one line here.
+SUITE: tuple[tuple[str, bool], ...] = (
+    ("sync", False),
+    ("proxies", False),
+    ("http", False),
+    ("l4", False),
+    ("mesh", False),
+    ("latency", False),
+    ("memory", False),
+    ("anycast", True),
+)
 
 
 def _positive(text: str) -> int:
@@ -19,7 +33,10 @@ def _positive(text: str) -> int:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
-    scenarios = top.add_subparsers(dest="scenario", required=True)
+    from bench.suite import add_suite_arguments
+
+    add_suite_arguments(top)  # without a scenario: the suite
+    scenarios = top.add_subparsers(dest="scenario")
     sync = scenarios.add_parser(
         "sync",
         help="control path: full sync, propagation latency, memory per zone",
@@ -42,6 +59,7 @@ def parser() -> argparse.ArgumentParser:
         help="afterwards, profile extra phases with py-spy (global CP, zone CP); not timed",
     )
     sync.add_argument("--keep", action="store_true", help="keep the temporary data dirs and logs")
+    sync.add_argument("--results-dir", help="write the results there instead of bench/results/")
     l4 = scenarios.add_parser(
         "l4",
         help="data path: mTLS L4 relay chain throughput against HAProxy doing the same hops",
@@ -59,6 +77,7 @@ def parser() -> argparse.ArgumentParser:
         help="do not pin processes (default: load on the first CPU, the proxies on the others)",
     )
     l4.add_argument("--keep", action="store_true", help="keep the temporary directory (PKI, configs, logs)")
+    l4.add_argument("--results-dir", help="write the results there instead of bench/results/")
     http = scenarios.add_parser(
         "http",
         help="data path: one HTTP/1.1 proxy hop's requests/s, latency and CPU per request against HAProxy",
@@ -129,6 +148,12 @@ def parser() -> argparse.ArgumentParser:
     latency.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
     latency.add_argument("--results-dir", help="write the results there instead of bench/results/")
     add_proxies_parser(scenarios)
+    add_memory_parser(scenarios)
+    add_anycast_parser(scenarios)
+    suite = scenarios.add_parser(
+        "all", help="the suite: every scenario in turn (as with no scenario)", description=SUITE_HELP
+    )
+    add_suite_arguments(suite)
     return top
 
 
@@ -229,7 +254,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if (params.rounds + params.profile) * params.writes + 2 * params.real_zone_writes > 65_535 - 20_000:
             print("too many writes: each needs a port number of its own", file=sys.stderr)
             return 2
-        uvloop.run(run(params))
+        from bench.suite import results_into
+
+        with results_into(args.results_dir):
+            uvloop.run(run(params))
         return 0
     if args.scenario == "l4":
         from bench import l4_chain
@@ -248,7 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             keep=args.keep,
             quick=args.quick,
         )
-        record = l4_chain.run(l4_params)
+        from bench.suite import results_into
+
+        with results_into(args.results_dir):
+            record = l4_chain.run(l4_params)
         failed = sum(record["summary"][name]["rounds_failed"] for name in l4_chain.CHAINS)
         return 1 if failed else 0
     if args.scenario == "http":
@@ -278,6 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return latency(args)
     if args.scenario == "proxies":
         return run_proxies(args)
+    if args.scenario == "memory":
+        return run_memory(args)
+    if args.scenario == "anycast":
+        return run_anycast(args)
+    if args.scenario in (None, "all"):
+        from bench.suite import run_suite
+
+        return run_suite(args, SUITE, main)
     return 2
 
 
@@ -331,6 +370,81 @@ def latency(args: argparse.Namespace) -> int:
         results_dir=args.results_dir,
     )
     record = latency_rate.run(params)
+    return 1 if record["problems"] else 0
+
+
+SUITE_HELP = (
+    "Every scenario of the suite in turn (anycast only as root), each with --quick if given; a scenario "
+    "that fails is reported and the suite goes on (exit status 1 at the end). Writes bench/results/<UTC "
+    "time>.json and .md: each scenario's headline figures, ratios to its peer and the issue's aims, "
+    "parameters, machine and commit; each scenario's own results beside them."
+)
+
+
+def add_memory_parser(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    memory = scenarios.add_parser(
+        "memory",
+        help="memory: idle RSS of a local proxy and an edge, RSS per 1,000 idle connections, against HAProxy and nginx",
+        description="A real global CP and zone CP; a fresh `meshgate proxy run --role local`, `meshgate edge run`, "
+        "HAProxy and nginx process per measurement: idle RSS, then N idle keep-alive connections (plain HTTP, "
+        "mTLS, HTTPS) held by a separate client process. Results go to bench/results/.",
+    )
+    memory.add_argument("--quick", action="store_true", help="smoke run: 1 round of 200 connections")
+    memory.add_argument(
+        "--connections", type=_positive, help="idle connections per measurement (default 1,000)"
+    )
+    memory.add_argument("--rounds", type=_positive, help="rounds (default 3)")
+    memory.add_argument("--keep", action="store_true", help="keep the temporary directory (configs, logs)")
+    memory.add_argument("--results-dir", help="write the results there instead of bench/results/")
+
+
+def run_memory(args: argparse.Namespace) -> int:
+    """``python -m bench memory``: 1 if a measurement failed or a connection was lost."""
+    from bench import memory_run
+
+    base, quick = memory_run.Params(), memory_run.Params.quick_defaults() if args.quick else {}
+
+    def choose(name: str, given: int | None) -> int:
+        return given if given is not None else quick.get(name, int(getattr(base, name)))
+
+    params = memory_run.Params(
+        connections=choose("connections", args.connections),
+        rounds=choose("rounds", args.rounds),
+        keep=args.keep,
+        quick=args.quick,
+        results_dir=args.results_dir,
+    )
+    record = memory_run.run(params)
+    return 1 if record["problems"] else 0
+
+
+def add_anycast_parser(scenarios: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    anycast = scenarios.add_parser(
+        "anycast",
+        help="anycast (root): edge kill to route gone, drain to withdraw, zone failure to next zone, requests lost",
+        description="Brings labs/two-region up (network namespaces, BIRD, FRR, ExaBGP), runs its edge-failure, "
+        "edge-drain and zone-failure scenarios under load in rounds, and always takes the lab down. Needs "
+        "root. Results go to bench/results/.",
+    )
+    anycast.add_argument("--quick", action="store_true", help="smoke run: 1 round of each scenario")
+    anycast.add_argument("--rounds", type=_positive, help="rounds of the three scenarios (default 3)")
+    anycast.add_argument("--keep", action="store_true", help="keep the lab's temporary copy and its logs")
+    anycast.add_argument("--results-dir", help="write the results there instead of bench/results/")
+
+
+def run_anycast(args: argparse.Namespace) -> int:
+    """``python -m bench anycast``: 2 without root; 1 if a scenario failed or did not hold."""
+    import os
+
+    if os.geteuid() != 0:
+        print("python -m bench anycast needs root (network namespaces): run it as root", file=sys.stderr)
+        return 2
+    from bench import anycast_run
+
+    base = anycast_run.Params()
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else base.rounds)
+    params = anycast_run.Params(rounds=rounds, keep=args.keep, quick=args.quick, results_dir=args.results_dir)
+    record = anycast_run.run(params)
     return 1 if record["problems"] else 0
 
 
