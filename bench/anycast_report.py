@@ -21,7 +21,6 @@ FIGURES = (
     ("edge-drain", "graceful_shutdown_rtr_eu_s", "drain → rtr-eu holds edge-eu's path with 65535:0"),
     ("edge-drain", "action_to_converged_s", "drain → rtr-eu routes the VIP to the other region"),
     ("edge-drain", "withdrawn_rtr_eu_s", "drain → edge-eu's path withdrawn at rtr-eu"),
-    ("edge-drain", "withdrawn_rtr_us_s", "drain → edge-eu's path withdrawn at rtr-us"),
     ("edge-drain", "restore_to_restored_s", "undrain → rtr-eu routes to edge-eu again"),
     ("zone-failure", "action_to_converged_s",
      "both eu-west workload hosts killed → eu clients served by edge-eu from us-east"),

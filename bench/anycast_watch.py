@@ -100,9 +100,11 @@ def edge_path_gone(figure: str) -> list[Watch]:
 #: what to watch in each lab scenario the benchmark runs
 WATCHES: Final[dict[str, list[Watch]]] = {
     "edge-failure": edge_path_gone("route_gone"),
+    # (not rtr-us: it loses edge-eu's path as soon as rtr-eu prefers its path over the draining
+    # one, before the withdraw, since rtr-eu passes on its best path only)
     "edge-drain": [
         Watch("graceful_shutdown_rtr_eu_s", "rtr-eu", BIRD, bird_edge_path_gshut),
-        *edge_path_gone("withdrawn"),
+        Watch("withdrawn_rtr_eu_s", "rtr-eu", BIRD, lambda out: not bird_has_edge_path(out)),
     ],
     "zone-failure": [],
 }
@@ -156,6 +158,10 @@ class Watcher:
             time.sleep(0.02)
         with self._lock:
             self._results[watch.figure] = result
+
+    def finished(self) -> bool:
+        """Whether every watch has ended (reached, or timed out)."""
+        return not any(thread.is_alive() for thread in self._threads)
 
     def stop(self, timeout: float = 15.0) -> dict[str, dict[str, Any]]:
         """Stop polling (what was not reached yet is reported as such) and return the figures."""

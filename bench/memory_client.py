@@ -63,7 +63,7 @@ class Failed(Exception):
     """One connection that did not complete its request (the reason is the message)."""
 
 
-def _read_response(sock: socket.socket | ssl.SSLSocket) -> tuple[int, bool]:
+def read_response(sock: socket.socket | ssl.SSLSocket) -> tuple[int, bool]:
     """Read one whole response; its status and whether the server said it closes the connection."""
     data = b""
     while b"\r\n\r\n" not in data:
@@ -118,7 +118,7 @@ class Holder:
                     cipher = sock.cipher()
                     self.tls = {"version": sock.version(), "cipher": cipher[0] if cipher else None}
             sock.sendall(self.request)
-            status, closing = _read_response(sock)
+            status, closing = read_response(sock)
             if status != 200:
                 raise Failed(f"status {status}")
         except BaseException:
