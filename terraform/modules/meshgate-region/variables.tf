@@ -372,7 +372,7 @@ variable "lab" {
   }
 
   validation {
-    condition     = var.lab == null || try(var.lab.client == null || (cidrhost(var.lab.client, 0) != split("/", var.lab.client)[0] && cidrhost(var.lab.client, 1) != split("/", var.lab.client)[0]), false)
+    condition     = try(var.lab.client == null, true) ? true : try(cidrhost(var.lab.client, 0) != split("/", var.lab.client)[0] && cidrhost(var.lab.client, 1) != split("/", var.lab.client)[0], false)
     error_message = "lab: client must be ADDRESS/LENGTH on the client LAN, not its network or first address (the router takes that one), e.g. 10.1.6.10/24."
   }
 
