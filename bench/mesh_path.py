@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from bench import mesh_perf
 from bench.harness import (
     REPO,
     RESULTS_DIR,
@@ -458,12 +459,43 @@ def profile(
         for profiler in profilers.values():
             profiler.stop()
     shown = str(out.relative_to(REPO)) if out.is_relative_to(REPO) else str(out)
-    return {
+    found = {
         "dir": shown,
         "rate_hz": PROFILE_RATE,
         "round_under_profiler": brief(result)
         | {"cpu_us_per_request_by_hop": result.get("cpu_us_per_request_by_hop")},
         "hops": {hop: summarise_stacks(p.out, PROFILE_TOP, _PLUMBING) for hop, p in profilers.items()},
+    }
+    if mesh_perf.available():
+        found["perf"] = {name: _perf_round(bed, name, params, pinning, root, script) for name in CHAINS}
+    else:
+        say("--profile: perf is not installed (apt: linux-perf); no CPU split by library")
+    return found
+
+
+def _perf_round(
+    bed: Bed, name: str, params: Params, pinning: Pinning, root: Path, script: Path
+) -> dict[str, Any]:
+    """One more round of a chain with ``perf record -e cpu-clock`` on each hop: what the CPU ran."""
+    say(f"profile: one more {name} round of {params.seconds} s under perf (cpu-clock, each hop)")
+    seconds = max(params.seconds - 1, 1)
+    data = {hop: root / f"perf-{name}-{hop}.data" for hop in bed.chain(name)}
+    recorders = {hop: mesh_perf.record(proc.pid, data[hop], seconds) for hop, proc in bed.chain(name).items()}
+    try:
+        result = wrk_round(
+            bed, name, params.seconds, params.connections, pinning, root, script, f"perf-{name}"
+        )
+    finally:
+        for recorder in recorders.values():
+            try:
+                recorder.wait(seconds + 30)
+            except subprocess.TimeoutExpired:
+                recorder.kill()
+                recorder.wait()
+    return {
+        "round_under_profiler": brief(result)
+        | {"cpu_us_per_request_by_hop": result.get("cpu_us_per_request_by_hop", {})},
+        "hops": {hop: mesh_perf.summarise(path) for hop, path in data.items()},
     }
 
 

@@ -238,4 +238,36 @@ def _profile(record: dict[str, Any]) -> str:
             f"`{e['function']}` {e['percent']} %" for e in stacks.get("total", [])[:10]
         )
         out += "\n"
+    perf = profile.get("perf")
+    if perf:
+        out += (
+            "\nCPU by library (`perf record -e cpu-clock`, one more round per chain: only what ran, kernel "
+            "included; py-spy above also samples a process waiting for the core, so with three processes on "
+            "one core a process preempted right after the send that woke the next hop is charged to the "
+            "function that sent):\n\n"
+        )
+        rows = []
+        for name in ("meshgate", "haproxy"):
+            for hop in HOPS:
+                chain = perf.get(name, {})
+                entry = chain.get("hops", {}).get(hop, {})
+                shares = entry.get("by_category", {})
+                per_request = chain.get("round_under_profiler", {}).get("cpu_us_per_request_by_hop") or {}
+                us = per_request.get(hop)
+                top = "; ".join(
+                    f"{s['symbol'] or s['library']} {s['percent']:.1f}"
+                    for s in entry.get("top_symbols", [])[:4]
+                )
+                split = ", ".join(
+                    f"{k} {v:.0f} %" + (f" ({v * us / 100:.0f} µs)" if us else "")
+                    for k, v in shares.items()
+                    if v >= 0.5
+                )
+                rows.append([LABELS[name], hop, num(us, ".0f", " µs"), split or "n/a", top])
+        out += (
+            markdown_table(
+                ["chain", "hop", "CPU/request (that round)", "CPU by library", "top symbols (%)"], rows
+            )
+            + "\n"
+        )
     return out
