@@ -131,7 +131,7 @@ def parser() -> argparse.ArgumentParser:
         "mesh scenario's two chains and directly to nginx over TLS; runs alternate between the three paths. "
         "Results go to bench/results/.",
     )
-    latency.add_argument("--quick", action="store_true", help="smoke run: 500 and 1,000/s, 1 round of 2 s")
+    latency.add_argument("--quick", action="store_true", help="smoke run: 500 and 1,000/s, 1 round of 1 s")
     latency.add_argument(
         "--rates", type=_rates, help="requests per second, comma-separated (default 2000,10000)"
     )
@@ -182,7 +182,7 @@ def add_proxies_parser(scenarios: argparse._SubParsersAction[argparse.ArgumentPa
     proxies.add_argument(
         "--connect-concurrency",
         type=_positive,
-        help="proxies taking their first snapshot at once (default 50)",
+        help="proxies taking their first snapshot at once (default 10)",
     )
     proxies.add_argument(
         "--profile",

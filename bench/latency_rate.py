@@ -73,7 +73,7 @@ class Params:
 
     @classmethod
     def quick_defaults(cls) -> dict[str, Any]:
-        return {"seconds": 2, "rounds": 1, "rates": (500, 1000)}
+        return {"seconds": 1, "rounds": 1, "rates": (500, 1000)}
 
 
 def run(params: Params) -> dict[str, Any]:

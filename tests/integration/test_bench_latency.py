@@ -1,6 +1,6 @@
 """The ``latency`` benchmark: its open-loop generator's response framing and percentiles, and one
 smoke run (``python -m bench latency --quick``: the ``mesh`` scenario's processes plus nginx's TLS
-port, 1 round of 2 s at 500 and 1,000 requests/s per path).
+port, 1 round of 1 s at 500 and 1,000 requests/s per path).
 
 The smoke run checks that every scheduled request through the three paths completed with a 2xx;
 it judges no latency (the machine is shared)."""
