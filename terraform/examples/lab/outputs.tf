@@ -13,13 +13,18 @@ output "manifests" {
   value       = local.manifests
 }
 
+# `topology` and `files` are marked sensitive only so that `terraform apply` does not print them
+# (they are long: the whole lab directory); `terraform output -json NAME` shows them.
+
 output "topology" {
   description = "The lab's topology.clab.yml (containerlab's format)."
   value       = local.topology_yaml
+  sensitive   = true
 }
 
 output "files" {
   description = "Every file of the lab directory: path relative to it => content and mode. Write them with `terraform output -json files | python3 write_files.py DIR`."
+  sensitive   = true
   value = merge(
     module.eu_west.lab.files,
     module.us_east.lab.files,
