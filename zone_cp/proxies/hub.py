@@ -3,6 +3,11 @@
 A proxy's configuration is recomputed (debounced) whenever the zone's store changes; only the
 documents whose content changed are marked for sending, so a health flip in one service sends
 one cluster to the proxies that use it.
+
+Proxies whose configuration is the same (every local proxy, every ingress, each edge by name:
+``ProxyIdentity.config_key``) share one view: it is generated, encoded and hashed once per
+recompute whatever the number of proxies, and a document whose content did not change keeps
+its entry (no encoding, no hashing).
 """
 
 from __future__ import annotations
@@ -38,17 +43,24 @@ class ProxyIdentity:
     service: str | None = None  # for local proxies
     name: str | None = None  # for ingresses and edges
 
+    @property
+    def config_key(self) -> tuple[str, str | None]:
+        """What ``generate`` depends on besides the state: proxies with the same key get the
+        same configuration."""
+        return (self.role, self.name if self.role == "edge" else None)
+
     def generate(self, state: configgen.ZoneState) -> dict[str, configgen.Doc]:
-        if self.role == "ingress":
+        role, name = self.config_key
+        if role == "ingress":
             return configgen.ingress(state)
-        if self.role == "edge":
-            assert self.name is not None
-            return configgen.edge(state, self.name)
+        if role == "edge":
+            assert name is not None
+            return configgen.edge(state, name)
         return configgen.local_proxy(state)
 
 
 class ProxyView:
-    """A proxy's current documents, as sync entries."""
+    """The current documents of the proxies of one ``config_key``, as sync entries."""
 
     def __init__(self) -> None:
         self.version = 0
@@ -61,35 +73,42 @@ class ProxyView:
         return list(self._entries)
 
     def replace(self, docs: dict[str, configgen.Doc], version: int) -> set[str]:
-        """Install ``docs``; return the keys whose content changed (or went away)."""
+        """Install ``docs``; return the keys whose content changed (or went away). An entry
+        whose content is unchanged is kept as it was, so a new entry means a new version."""
+        previous = self._entries
         fresh = {}
+        changed = set()
         for key, doc in docs.items():
-            old = self._entries.get(key)
-            text = json.dumps(doc, separators=(",", ":"))
+            old = previous.get(key)
+            if old is not None and old.doc == doc:
+                fresh[key] = old
+                continue
             version_of = content_version(doc)
-            fresh[key] = (
-                old
-                if old is not None and old.version == version_of
-                else Entry(version_of, doc, len(text), text)
-            )
-        changed = {
-            k
-            for k in set(fresh) | set(self._entries)
-            if (fresh.get(k) or _NONE).version != (self._entries.get(k) or _NONE).version
-        }
+            if old is not None and old.version == version_of:
+                fresh[key] = old
+                continue
+            text = json.dumps(doc, separators=(",", ":"))
+            fresh[key] = Entry(version_of, doc, len(text), text)
+            changed.add(key)
+        changed.update(previous.keys() - fresh.keys())
         self._entries, self.version = fresh, version
         return changed
-
-
-_NONE = Entry("", {}, 0)
 
 
 @dataclass(eq=False)  # sessions are kept in a set, by identity
 class _Session:
     identity: ProxyIdentity
-    view: ProxyView
     source: SourceSession
     wake: asyncio.Event
+
+
+@dataclass(eq=False)
+class _Group:
+    """The connected proxies of one ``config_key`` and the view they share."""
+
+    identity: ProxyIdentity  # the first one's: its config_key is everyone's
+    view: ProxyView
+    sessions: set[_Session] = field(default_factory=set)
 
 
 @dataclass
@@ -99,7 +118,7 @@ class ProxyHub:
     clock: Clock
     metrics: ZoneMetrics
     debounce: float = 0.02
-    _sessions: set[_Session] = field(default_factory=set)
+    _groups: dict[tuple[str, str | None], _Group] = field(default_factory=dict)
     _dirty: asyncio.Event = field(default_factory=asyncio.Event)
     _task: OwnedTask = field(default_factory=lambda: OwnedTask("proxy-config"))
     _unsubscribe: Callable[[], None] | None = None
@@ -109,7 +128,7 @@ class ProxyHub:
 
     @property
     def connected(self) -> int:
-        return len(self._sessions)
+        return sum(len(group.sessions) for group in self._groups.values())
 
     async def start(self) -> None:
         self._unsubscribe = self.mirror.subscribe(self._changed)
@@ -134,18 +153,32 @@ class ProxyHub:
             self._dirty.clear()
             self._generation += 1
             state = self._state()
-            for session in list(self._sessions):
-                changed = session.view.replace(session.identity.generate(state), self._generation)
+            for group in list(self._groups.values()):
+                changed = group.view.replace(group.identity.generate(state), self._generation)
                 if changed:
-                    session.source.mark_dirty(changed)
-                    session.wake.set()
+                    for session in group.sessions:
+                        session.source.mark_dirty(changed)
+                        session.wake.set()
+
+    def _join(self, identity: ProxyIdentity) -> _Group:
+        group = self._groups.get(identity.config_key)
+        if group is None:
+            view = ProxyView()
+            view.replace(identity.generate(self._state()), self._generation)
+            group = self._groups[identity.config_key] = _Group(identity, view)
+        return group
+
+    def _leave(self, group: _Group, session: _Session) -> None:
+        group.sessions.discard(session)
+        key = group.identity.config_key
+        if not group.sessions and self._groups.get(key) is group:
+            del self._groups[key]  # the next one to connect starts from the current state
 
     async def serve(self, channel: Channel, identity: ProxyIdentity, on_change: Callable[[], None]) -> None:
-        view = ProxyView()
-        view.replace(identity.generate(self._state()), self._generation)
-        session = _Session(identity, view, SourceSession(view, self.clock.monotonic), asyncio.Event())
-        self._sessions.add(session)
-        self.metrics.proxies.set(len(self._sessions))
+        group = self._join(identity)
+        session = _Session(identity, SourceSession(group.view, self.clock.monotonic), asyncio.Event())
+        group.sessions.add(session)
+        self.metrics.proxies.set(self.connected)
         on_change()
 
         def delivered(_d: Delivered) -> None:
@@ -160,6 +193,6 @@ class ProxyHub:
         except Closed as exc:
             log.info("proxy %s disconnected: %s", identity.spiffe_id, exc)
         finally:
-            self._sessions.discard(session)
-            self.metrics.proxies.set(len(self._sessions))
+            self._leave(group, session)
+            self.metrics.proxies.set(self.connected)
             on_change()
