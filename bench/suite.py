@@ -147,22 +147,30 @@ def run(
         "scenarios": {},
     }
     interrupted: BaseException | None = None
-    for name, needs_root in suite:
-        if (only and name not in only) or name in skip:
-            continue
-        if name in reuse:
-            entry = _reuse(name, reuse[name], results_dir)
-        elif needs_root and not is_root:
-            entry = {"status": "skipped", "note": "needs root (network namespaces): run the suite as root"}
-        elif interrupted is not None:
-            entry = {"status": "not run", "note": "the suite was interrupted"}
-        else:
-            harness.say(f"suite: {name}{' --quick' if quick else ''}")
-            entry, interrupted = _run_one(name, runner, results_dir, stamp, quick)
-        entry.setdefault("headline", [])
-        record["scenarios"][name] = entry
-        status = entry["status"] + (f" ({entry['note']})" if entry.get("note") else "")
-        harness.say(f"suite: {name}: {status}")
+    with harness.terminate_as_exit():  # SIGTERM between scenarios stops the suite as Ctrl-C does
+        for name, needs_root in suite:
+            if (only and name not in only) or name in skip:
+                continue
+            try:
+                if name in reuse:
+                    entry = _reuse(name, reuse[name], results_dir)
+                elif needs_root and not is_root:
+                    entry = {
+                        "status": "skipped",
+                        "note": "needs root (network namespaces): run the suite as root",
+                    }
+                elif interrupted is not None:
+                    entry = {"status": "not run", "note": "the suite was interrupted"}
+                else:
+                    harness.say(f"suite: {name}{' --quick' if quick else ''}")
+                    entry, interrupted = _run_one(name, runner, results_dir, stamp, quick)
+            except (KeyboardInterrupt, SystemExit) as exc:
+                interrupted = exc
+                entry = {"status": "not run", "note": "the suite was interrupted"}
+            entry.setdefault("headline", [])
+            record["scenarios"][name] = entry
+            status = entry["status"] + (f" ({entry['note']})" if entry.get("note") else "")
+            harness.say(f"suite: {name}: {status}")
     record["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     markdown = render(record)
     json_path, md_path = results_dir / f"{stamp}.json", results_dir / f"{stamp}.md"
