@@ -48,12 +48,17 @@ def terraform_binary() -> str:
     return found
 
 
-def tf(directory: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def tf_env(**extra: str) -> dict[str, str]:
+    """Offline: the repository's CLI configuration (the AWS provider from the mirror only)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "MESHGATE_"))}
     env.update(
-        TF_CLI_CONFIG_FILE=str(TFRC), TF_IN_AUTOMATION="1", TF_INPUT="0", CHECKPOINT_DISABLE="1",
-        TF_DATA_DIR=str(directory / ".terraform"),
-    )  # fmt: skip
+        TF_CLI_CONFIG_FILE=str(TFRC), TF_IN_AUTOMATION="1", TF_INPUT="0", CHECKPOINT_DISABLE="1", **extra
+    )
+    return env
+
+
+def tf(directory: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = tf_env(TF_DATA_DIR=str(directory / ".terraform"))
     return subprocess.run(
         [terraform_binary(), f"-chdir={directory}", *args, "-no-color"],
         capture_output=True, text=True, timeout=timeout, env=env, check=False,
@@ -77,9 +82,10 @@ def copy_tree(destination: Path) -> Path:
 def test_every_file_is_formatted() -> None:
     done = subprocess.run(
         [terraform_binary(), "fmt", "-check", "-recursive", "-diff", str(TREE)],
-        capture_output=True, text=True, timeout=60, check=False,
+        capture_output=True, text=True, timeout=60, env=tf_env(), check=False,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stderr == ""
 
 
 @pytest.fixture(scope="module")
