@@ -93,7 +93,7 @@ def test_only_skip_and_reuse(tmp_path: Path) -> None:
     assert http["status"] == "reused"
     assert "20261121T174009Z-http.json" in http["note"]
     assert http["started_at"] == HTTP_RECORD["started_at"]
-    assert "grumpy" not in record["scenarios"]
+    assert record["scenarios"]["grumpy"] == {"status": "left out", "note": "--only"}
 
 
 def test_results_into_redirects_scenarios_without_a_results_dir(tmp_path: Path) -> None:
