@@ -182,7 +182,10 @@ def add_proxies_parser(scenarios: argparse._SubParsersAction[argparse.ArgumentPa
     proxies.add_argument(
         "--connect-concurrency",
         type=_positive,
-        help="proxies taking their first snapshot at once (default 10)",
+        help="proxies taking their first snapshot at once, in all (default 10)",
+    )
+    proxies.add_argument(
+        "--proxy-processes", type=_positive, help="worker processes carrying the proxies (default 2)"
     )
     proxies.add_argument(
         "--profile",
@@ -212,6 +215,7 @@ def run_proxies(args: argparse.Namespace) -> int:
         rounds=choose("rounds", args.rounds),
         full_sync_repeats=choose("full_sync_repeats", args.full_sync_repeats),
         connect_concurrency=choose("connect_concurrency", args.connect_concurrency),
+        proxy_processes=choose("proxy_processes", args.proxy_processes),
         profile=args.profile,
         keep=args.keep,
         quick=args.quick,

@@ -2,7 +2,9 @@
 
 A real global CP with N services; Z zones of which R run a real zone CP (``meshgate zone-cp
 run``) and Z - R are simulated as in the ``sync`` scenario; P simulated local proxies
-(``bench.proxies_sim``) spread over the R real zone CPs, speaking the real proxy protocol.
+(``bench.proxies_sim``) spread over the R real zone CPs, speaking the real proxy protocol. The
+proxies live in a few worker processes (``bench.proxies_worker``); this process runs the
+operator, the simulated zones and the polling of the zone CPs.
 
 Figures: a new zone's and a new proxy's full sync, the time until all zones and all proxies
 hold the snapshot, the propagation of single writes (global CP → zones → proxies, and the zone
@@ -34,6 +36,7 @@ from typing import Any
 import aiohttp
 
 from bench.harness import (
+    REPO,
     CpuMeter,
     Owned,
     Profiler,
@@ -45,11 +48,12 @@ from bench.harness import (
     peak_rss_bytes,
     poll_until,
     rss_bytes,
+    summarise_stacks,
     utc_stamp,
     workdir,
     write_results,
 )
-from bench.proxies_sim import ProxyProbe, SimProxy
+from bench.proxies_worker import ProxyWorker
 from bench.sync_propagation import (
     BATCH,
     FIRST_PORT,
@@ -66,7 +70,6 @@ from bench.sync_propagation import Context as SyncContext
 from bench.sync_propagation import Params as SyncParams
 from tests.support.factories import doc
 from tests.support.processes import Admin, GlobalCPProcess, ZoneCPProcess
-from zones.enroll import ZoneCP
 
 SCENARIO = "proxies"
 WRITE_TIMEOUT = 30.0  # a write not applied everywhere by then is counted as missing
@@ -86,7 +89,8 @@ class Params:
     writes: int = 100
     rounds: int = 3
     full_sync_repeats: int = 3
-    connect_concurrency: int = 50  # proxies taking their first snapshot at once
+    connect_concurrency: int = 10  # proxies taking their first snapshot at once (in all)
+    proxy_processes: int = 2  # worker processes carrying the proxies
     pause: float = 0.02
     profile: bool = False
     keep: bool = False
@@ -117,8 +121,8 @@ class Params:
         found = []
         if self.simulated_zones < 1:
             found.append("--zones must exceed --proxy-zones (at least one simulated zone)")
-        if self.proxies < self.proxy_zones:
-            found.append("--proxies must be at least --proxy-zones (every real zone CP carries proxies)")
+        if self.proxies < max(self.proxy_zones, self.proxy_processes):
+            found.append("--proxies must be at least --proxy-zones and --proxy-processes")
         if self.total_writes > self.resources:
             found.append(
                 "each write changes a service of its own: writes x rounds must not exceed --resources"
@@ -128,13 +132,20 @@ class Params:
         return found
 
 
+@dataclass(frozen=True)
+class ProxyInfo:
+    name: str
+    zone: str
+    worker: int  # index of the worker process carrying it
+
+
 @dataclass
 class ZoneCPRun:
     """One real zone CP and the proxies it carries."""
 
     process: ZoneCPProcess
     applied_version: int = 0
-    proxies: list[SimProxy] = field(default_factory=list)
+    proxies: list[ProxyInfo] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -151,9 +162,9 @@ class Context:
     params: Params
     sync: SyncContext  # the global CP, the operator API and the simulated zones
     http: aiohttp.ClientSession
-    probe: ProxyProbe
     zone_cps: list[ZoneCPRun] = field(default_factory=list)
-    proxies: list[SimProxy] = field(default_factory=list)
+    workers: list[ProxyWorker] = field(default_factory=list)
+    proxies: list[ProxyInfo] = field(default_factory=list)
 
     @property
     def record(self) -> dict[str, Any]:
@@ -189,7 +200,7 @@ async def run_async(params: Params) -> dict[str, Any]:
     bench_cpu = time.process_time()
     with workdir(SCENARIO, keep=params.keep) as root:
         sync = SyncContext(sync_params, root, owned, stamp, record=record)
-        ctx = Context(params, sync, aiohttp.ClientSession(), ProxyProbe(params.proxies))
+        ctx = Context(params, sync, aiohttp.ClientSession())
         try:
             await _scenario(ctx)
         except BaseException:
@@ -198,8 +209,8 @@ async def run_async(params: Params) -> dict[str, Any]:
                 print(f"--- {log} (last lines)\n{tail}", file=sys.stderr)
             raise
         finally:
-            for proxy in ctx.proxies:
-                await proxy.close()
+            for worker in ctx.workers:
+                await worker.stop()
             for zone in sync.zones:
                 with contextlib.suppress(Exception):
                     await zone.close()
@@ -262,7 +273,8 @@ async def _scenario(ctx: Context) -> None:
         record["zone_cps"][name] = await _start_zone_cp(ctx, name)
     global_memory["with_real_zones_rss_bytes"] = rss_bytes(s.pid)
 
-    _say(f"enrolling {p.proxies} simulated proxies with the real zone CPs")
+    _say(f"enrolling {p.proxies} simulated proxies ({p.proxy_processes} processes) with the real zone CPs")
+    await _start_workers(ctx)
     record["proxy_enrollment"] = await _enroll_proxies(ctx)
     await asyncio.sleep(SETTLE)
     zone_memory: dict[str, dict[str, Any]] = {
@@ -272,17 +284,33 @@ async def _scenario(ctx: Context) -> None:
 
     _say("full sync of a new proxy")
     record["full_sync_new_proxy"] = await _first_proxy(ctx)
-    _say(f"full sync of the other {p.proxies - 1} proxies, {p.connect_concurrency} at a time")
-    record["full_sync_all_proxies"] = await _all_proxies(ctx)
-    await asyncio.sleep(SETTLE)
+    # In two halves: the RSS the second half adds is what connected proxies hold, without the
+    # high-water mark the first burst of snapshots left in the allocator.
+    others = ctx.proxies[1:]
+    halves = others[: len(others) // 2], others[len(others) // 2 :]
+    record["full_sync_all_proxies"] = []
+    for i, half in enumerate(halves):
+        _say(f"full sync of {len(half)} more proxies, {p.connect_concurrency} at a time")
+        record["full_sync_all_proxies"].append(await _connect_proxies(ctx, half))
+        await asyncio.sleep(SETTLE)
+        for zone in ctx.zone_cps:
+            zone_memory[zone.name][("half" if i == 0 else "after") + "_proxies_rss_bytes"] = rss_bytes(
+                zone.pid
+            )
     for zone in ctx.zone_cps:
         memory = zone_memory[zone.name]
-        memory["after_proxies_rss_bytes"] = rss_bytes(zone.pid)
+        second = sum(proxy.zone == zone.name for proxy in halves[1])
         memory["peak_rss_bytes"] = peak_rss_bytes(zone.pid)
         memory["proxies"] = len(zone.proxies)
         memory["per_proxy_bytes"] = (
             memory["after_proxies_rss_bytes"] - memory["before_proxies_rss_bytes"]
         ) / len(zone.proxies)
+        memory["second_half_proxies"] = second
+        memory["per_proxy_marginal_bytes"] = (
+            (memory["after_proxies_rss_bytes"] - memory["half_proxies_rss_bytes"]) / second
+            if second
+            else math.nan
+        )
 
     rng = random.Random(p.seed)  # noqa: S311 (which services the writes change, not a secret)
     order = iter(rng.sample(range(p.resources), p.total_writes))
@@ -302,7 +330,7 @@ async def _scenario(ctx: Context) -> None:
         zone_memory[zone.name]["after_propagation_rss_bytes"] = rss_bytes(zone.pid)
     global_memory["after_propagation_rss_bytes"] = rss_bytes(s.pid)
     global_memory["peak_rss_bytes"] = peak_rss_bytes(s.pid)
-    record["proxies_seen"] = _coverage(ctx, sum(r["writes"] for r in rounds))
+    record["proxies_seen"] = await _coverage(ctx, sum(r["writes"] for r in rounds))
     if p.profile:
         record["profiles"] = await _profiles(ctx, order, ports)
 
@@ -349,28 +377,52 @@ async def _start_zone_cp(ctx: Context, name: str) -> dict[str, Any]:
 # --- proxies ------------------------------------------------------------------------------------
 
 
+async def _start_workers(ctx: Context) -> None:
+    for i in range(ctx.params.proxy_processes):
+        ctx.workers.append(await ProxyWorker.start(i, ctx.sync.root / f"proxy-worker-{i}.log", REPO))
+
+
+def _per_worker(ctx: Context, total: int) -> int:
+    return max(1, total // len(ctx.workers))
+
+
 async def _enroll_proxies(ctx: Context) -> dict[str, Any]:
-    """P proxies, round robin over the real zone CPs, each with a single-use join token from
-    the operator API and the real enrollment (ENROLL_CONCURRENCY at a time)."""
+    """P proxies, round robin over the real zone CPs (and over the workers), each with a
+    single-use join token from the operator API (made first, as Terraform would) and the real
+    enrollment (ENROLL_CONCURRENCY at a time in all)."""
     p = ctx.params
+    specs: dict[int, list[dict[str, str]]] = {}
     for i in range(p.proxies):
         zone = ctx.zone_cps[i % len(ctx.zone_cps)]
-        proxy = SimProxy(
-            f"proxy-{i:04d}", zone.name, ZoneCP.parse(zone.process.proxy_url),
-            service_name(i % p.resources), ctx.probe,
-        )  # fmt: skip
-        zone.proxies.append(proxy)
-        ctx.proxies.append(proxy)
+        info = ProxyInfo(f"proxy-{i:04d}", zone.name, i % len(ctx.workers))
+        zone.proxies.append(info)
+        ctx.proxies.append(info)
+        specs.setdefault(info.worker, []).append(
+            {
+                "name": info.name,
+                "zone": zone.name,
+                "url": zone.process.proxy_url,
+                "service": service_name(i % p.resources),
+            }
+        )
+    for worker in ctx.workers:
+        await worker.call("add", proxies=specs.get(worker.index, []))
     gate = asyncio.Semaphore(ENROLL_CONCURRENCY)
+
+    async def token(info: ProxyInfo) -> tuple[ProxyInfo, str]:
+        async with gate:
+            return info, await ctx.sync.api.token("proxy", info.zone)
+
+    tokens: dict[int, dict[str, str]] = {}
+    for info, value in await asyncio.gather(*(token(info) for info in ctx.proxies)):
+        tokens.setdefault(info.worker, {})[info.name] = value
     meters = {zone.name: CpuMeter(zone.pid).start() for zone in ctx.zone_cps}
     started = time.monotonic()
-
-    async def one(proxy: SimProxy) -> float:
-        async with gate:
-            token = await ctx.sync.api.token("proxy", proxy.zone)
-            return await proxy.enroll(token)
-
-    took = await asyncio.gather(*(one(proxy) for proxy in ctx.proxies))
+    replies = await asyncio.gather(*(
+        w.call("enroll", tokens=tokens.get(w.index, {}), concurrency=_per_worker(ctx, ENROLL_CONCURRENCY))
+        for w in ctx.workers
+    ))  # fmt: skip
+    took = [seconds for reply in replies for seconds in reply["seconds"].values()]
     return {
         "proxies": p.proxies,
         "concurrency": ENROLL_CONCURRENCY,
@@ -380,65 +432,55 @@ async def _enroll_proxies(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _zone_of(ctx: Context, proxy: SimProxy) -> ZoneCPRun:
+def _zone_of(ctx: Context, proxy: ProxyInfo) -> ZoneCPRun:
     return next(zone for zone in ctx.zone_cps if zone.name == proxy.zone)
 
 
 async def _first_proxy(ctx: Context) -> dict[str, Any]:
     """The first proxy's full sync, alone, repeated (close, reconnect with an empty hello)."""
     proxy = ctx.proxies[0]
-    zone = _zone_of(ctx, proxy)
+    zone, worker = _zone_of(ctx, proxy), ctx.workers[proxy.worker]
     runs = []
     for i in range(ctx.params.full_sync_repeats):
         if i:
-            await proxy.close()
+            await worker.call("close", names=[proxy.name])
             await asyncio.sleep(0.5)
         cpu = CpuMeter(zone.pid).start()
-        bench_cpu = time.process_time()
-        proxy.connect()
-        snapshot = await proxy.wait_snapshot(SNAPSHOT_TIMEOUT)
-        runs.append(
-            {
-                **snapshot.figures(),
-                "zone_cp_cpu_s": cpu.stop(),
-                "bench_cpu_s": time.process_time() - bench_cpu,
-            }
-        )
+        reply = await worker.call("connect", names=[proxy.name], concurrency=1, timeout=SNAPSHOT_TIMEOUT)
+        figures = reply["snapshots"][proxy.name]
+        runs.append({**figures, "zone_cp_cpu_s": cpu.stop(), "worker_cpu_s": reply["cpu_s"]})
     return {
         "zone": zone.name,
         "runs": runs,
         "median_total_s": median([r["total_s"] for r in runs]),
         "median_zone_cp_cpu_s": median([r["zone_cp_cpu_s"] for r in runs]),
+        "median_worker_cpu_s": median([r["worker_cpu_s"] for r in runs]),
     }
 
 
-async def _all_proxies(ctx: Context) -> dict[str, Any]:
-    """Every other proxy connects, ``connect_concurrency`` at a time; until all hold the snapshot."""
-    others = ctx.proxies[1:]
-    gate = asyncio.Semaphore(ctx.params.connect_concurrency)
+async def _connect_proxies(ctx: Context, proxies: Sequence[ProxyInfo]) -> dict[str, Any]:
+    """``proxies`` connect, ``connect_concurrency`` at a time (in all); until all hold the
+    snapshot."""
     meters = {zone.name: CpuMeter(zone.pid).start() for zone in ctx.zone_cps}
+    workers_cpu = [CpuMeter(w.pid).start() for w in ctx.workers]
     bench_cpu = time.process_time()
     started = time.monotonic()
-
-    async def one(proxy: SimProxy) -> tuple[float, float, int]:
-        async with gate:
-            proxy.connect()
-            snapshot = await proxy.wait_snapshot(SNAPSHOT_TIMEOUT)
-            return (
-                snapshot.acked - snapshot.opened,
-                snapshot.first_frame - snapshot.connected,
-                snapshot.resources,
-            )
-
-    results = await asyncio.gather(*(one(proxy) for proxy in others))
+    replies = await asyncio.gather(*(
+        w.call("connect", names=[i.name for i in proxies if i.worker == w.index],
+               concurrency=_per_worker(ctx, ctx.params.connect_concurrency), timeout=SNAPSHOT_TIMEOUT)
+        for w in ctx.workers
+    ))  # fmt: skip
+    ended = time.monotonic()
+    snapshots = [figures for reply in replies for figures in reply["snapshots"].values()]
     return {
-        "proxies_connected": len(others),
+        "proxies_connected": len(proxies),
         "concurrency": ctx.params.connect_concurrency,
-        "all_hold_snapshot_s": time.monotonic() - started,
-        "per_proxy_total_s": Summary.of([r[0] for r in results]).as_dict(),
-        "per_proxy_wait_first_frame_s": Summary.of([r[1] for r in results]).as_dict(),
-        "resources_per_snapshot": sorted({r[2] for r in results}),
+        "all_hold_snapshot_s": ended - started,
+        "per_proxy_total_s": Summary.of([f["total_s"] for f in snapshots]).as_dict(),
+        "per_proxy_wait_first_frame_s": Summary.of([f["wait_first_frame_s"] for f in snapshots]).as_dict(),
+        "resources_per_snapshot": sorted({f["resources"] for f in snapshots}),
         "zone_cp_cpu_s": {name: meter.stop() for name, meter in meters.items()},
+        "workers_cpu_s": sum(meter.stop() for meter in workers_cpu),
         "bench_cpu_s": time.process_time() - bench_cpu,
     }
 
@@ -474,11 +516,12 @@ class _Samples:
 
 
 async def _propagation_round(ctx: Context, order: Iterator[int], ports: Iterator[int]) -> dict[str, Any]:
-    p, s, probe = ctx.params, ctx.sync, ctx.probe
+    p, s = ctx.params, ctx.sync
     samples = _Samples()
     missing_proxies = missing_zones = 0
     global_cpu = CpuMeter(s.pid).start()
     zone_cpu = {zone.name: CpuMeter(zone.pid).start() for zone in ctx.zone_cps}
+    workers_cpu = [CpuMeter(w.pid).start() for w in ctx.workers]
     bench_cpu = time.process_time()
     load_before = os.getloadavg()[0]
     started = time.monotonic()
@@ -486,7 +529,7 @@ async def _propagation_round(ctx: Context, order: Iterator[int], ports: Iterator
         name = service_name(next(order))
         port = next(ports)
         s.probe.arm(f"Service/{name}", port)
-        probe.arm(f"Cluster/{name}", NEW_PROTOCOL)
+        await asyncio.gather(*(w.arm(f"Cluster/{name}", NEW_PROTOCOL) for w in ctx.workers))
         t0 = time.monotonic()
         watchers = [asyncio.create_task(_applied_after(ctx, zone, t0)) for zone in ctx.zone_cps]
         await s.api.apply([service(name, port, NEW_PROTOCOL)])
@@ -494,10 +537,15 @@ async def _propagation_round(ctx: Context, order: Iterator[int], ports: Iterator
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(WRITE_TIMEOUT):
                 await s.probe.done.wait()
-                await probe.done.wait()
+                for worker in ctx.workers:
+                    await worker.done.wait()
         zone_applied = await asyncio.gather(*watchers)
-        hits, zone_hits = dict(probe.hits), dict(s.probe.hits)
-        probe.disarm()
+        hits = {
+            k: v
+            for each in await asyncio.gather(*(w.collect() for w in ctx.workers))
+            for k, v in each.items()
+        }
+        zone_hits = dict(s.probe.hits)
         s.probe.disarm()
         missing_proxies += p.proxies - len(hits)
         missing_zones += p.simulated_zones - len(zone_hits)
@@ -521,6 +569,7 @@ async def _propagation_round(ctx: Context, order: Iterator[int], ports: Iterator
     used = global_cpu.stop()
     zone_used = {name: meter.stop() for name, meter in zone_cpu.items()}
     bench_used = time.process_time() - bench_cpu
+    workers_used = sum(meter.stop() for meter in workers_cpu)
     return {
         "writes": p.writes,
         "missing_proxies": missing_proxies,
@@ -541,6 +590,8 @@ async def _propagation_round(ctx: Context, order: Iterator[int], ports: Iterator
         "zone_cp_cpu_ms_per_write": {name: 1000 * v / p.writes for name, v in zone_used.items()},
         "bench_cpu_s": bench_used,
         "bench_cpu_ms_per_write": 1000 * bench_used / p.writes,
+        "workers_cpu_s": workers_used,
+        "workers_cpu_ms_per_write": 1000 * workers_used / p.writes,
         "loadavg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "raw_all_proxies_s": samples.every_proxy,
         "raw_everywhere_s": samples.everywhere,
@@ -558,6 +609,7 @@ def _combine(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
             **{f"{sec}_{stat}": of_rounds(sec, stat) for sec in sections for stat in ("p50", "p99", "max")},
             "global_cpu_ms_per_write": median([r["global_cpu_ms_per_write"] for r in rounds]),
             "bench_cpu_ms_per_write": median([r["bench_cpu_ms_per_write"] for r in rounds]),
+            "workers_cpu_ms_per_write": median([r["workers_cpu_ms_per_write"] for r in rounds]),
             "zone_cp_cpu_ms_per_write": {
                 name: median([r["zone_cp_cpu_ms_per_write"][name] for r in rounds])
                 for name in rounds[0]["zone_cp_cpu_ms_per_write"]
@@ -573,17 +625,19 @@ def _combine(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def _coverage(ctx: Context, writes: int) -> dict[str, Any]:
+async def _coverage(ctx: Context, writes: int) -> dict[str, Any]:
     """How many of the measured writes each proxy applied, and what its snapshot held."""
-    applied = [proxy.writes_applied for proxy in ctx.proxies]
-    snapshots = [proxy.snapshot.resources if proxy.snapshot else 0 for proxy in ctx.proxies]
+    states = await asyncio.gather(*(w.call("state") for w in ctx.workers))
+    applied = [n for state in states for n in state["writes_applied"].values()]
+    snapshots = {n for state in states for n in state["snapshot_resources"].values()}
+    failed = {name: error for state in states for name, error in state["failed"].items()}
     return {
         "writes": writes,
-        "proxies": len(ctx.proxies),
+        "proxies": len(applied),
         "proxies_with_every_write": sum(n == writes for n in applied),
         "fewest_writes_applied": min(applied, default=0),
-        "snapshot_resources": sorted(set(snapshots)),
-        "failed": sorted(proxy.name for proxy in ctx.proxies if proxy.failed.is_set()),
+        "snapshot_resources": sorted(snapshots),
+        "failed": failed,
     }
 
 
@@ -592,8 +646,8 @@ def _coverage(ctx: Context, writes: int) -> dict[str, Any]:
 
 async def _profiles(ctx: Context, order: Iterator[int], ports: Iterator[int]) -> dict[str, Any]:
     """Extra phases under py-spy (slowed by sampling: their timings are not results): the first
-    real zone CP during a new proxy's full sync and during a propagation round (this benchmark
-    process beside it, since it carries every proxy)."""
+    real zone CP during a new proxy's full sync and during a propagation round (the first proxy
+    worker beside it)."""
     from bench.harness import RESULTS_DIR
 
     if not Profiler.available():
@@ -607,17 +661,17 @@ async def _profiles(ctx: Context, order: Iterator[int], ports: Iterator[int]) ->
     _say(f"profile: zone CP {zone.name} during a new proxy's full sync (x{ctx.params.full_sync_repeats})")
     profiler = await asyncio.to_thread(Profiler(zone.pid, out / "zone-cp-proxy-full-sync.txt").start)
     proxy = zone.proxies[0]
+    worker = ctx.workers[proxy.worker]
     for _ in range(ctx.params.full_sync_repeats):
-        await proxy.close()
-        proxy.connect()
-        await proxy.wait_snapshot(SNAPSHOT_TIMEOUT)
+        await worker.call("close", names=[proxy.name])
+        await worker.call("connect", names=[proxy.name], concurrency=1, timeout=SNAPSHOT_TIMEOUT)
     await asyncio.to_thread(profiler.stop)
     profiles["zone_cp_proxy_full_sync"] = {"file": profiler.out, **profiler.summary()}
 
-    _say(f"profile: zone CP {zone.name} and this benchmark during a propagation round")
+    _say(f"profile: zone CP {zone.name} and proxy worker 0 during a propagation round")
     during = [
         Profiler(zone.pid, out / "zone-cp-propagation.txt"),
-        Profiler(os.getpid(), out / "bench-propagation.txt"),
+        Profiler(ctx.workers[0].pid, out / "worker-propagation.txt"),
     ]
     for each in during:
         await asyncio.to_thread(each.start)
@@ -631,5 +685,10 @@ async def _profiles(ctx: Context, order: Iterator[int], ports: Iterator[int]) ->
         },
         **during[0].summary(),
     }
-    profiles["bench_propagation"] = {"file": during[1].out, **during[1].summary()}
+    worker_module = str(Path(__file__).with_name("proxies_worker.py"))
+    plumbing = (f"main ({worker_module}:", f"<module> ({worker_module}:")
+    profiles["worker_propagation"] = {
+        "file": during[1].out,
+        **summarise_stacks(during[1].out, plumbing=plumbing),
+    }
     return profiles
