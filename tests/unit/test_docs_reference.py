@@ -531,3 +531,27 @@ def test_a_wrong_example_is_caught() -> None:
     }
     with pytest.raises(ValidationFailed):
         parse_documents([doc])
+
+
+# -- links ---------------------------------------------------------------------------------------
+
+
+def _slug(title: str) -> str:
+    """GitHub's anchor for a heading."""
+    return re.sub(r"[^\w\- ]", "", title.strip().lower().replace("`", "")).replace(" ", "-")
+
+
+def test_links_in_the_docs_resolve() -> None:
+    broken = []
+    for page in all_docs():
+        for m in re.finditer(r"\]\(([^)\s]+)\)", page.read_text()):
+            target = m.group(1)
+            if re.match(r"^[a-z]+:", target):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            if not file.exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}: no such file")
+            elif anchor and file.suffix == ".md" and anchor not in {_slug(t) for t in sections(file)}:
+                broken.append(f"{page.relative_to(ROOT)}: {target}: no such heading")
+    assert not broken, "\n".join(broken)
