@@ -117,6 +117,7 @@ def _scenario(params: Params, directory: Path, record: dict[str, Any]) -> None:
     started = time.monotonic()
     lab = up(directory, timeout=UP_TIMEOUT)
     record["setup"]["up_s"] = round(time.monotonic() - started, 1)
+    record["setup"]["namespaces"] = list(lab.state.namespaces)  # down removes them (the smoke test checks)
     say(f"lab up in {record['setup']['up_s']} s ({len(lab.nodes)} nodes)")
     first = _steady(lab, directory)
     record["setup"]["checks_after_up_s"] = first["seconds"]
