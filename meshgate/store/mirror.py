@@ -91,10 +91,15 @@ class StoreMirror:
         if changes:
             self._notify(changes)
         else:
-            self._moved.set()
+            self._wake()
 
-    def _notify(self, changes: list[Change]) -> None:
+    def _wake(self) -> None:
+        """Wake whoever waits in ``caught_up``; the next waiter gets a fresh event (one left set
+        would make ``caught_up`` loop without ever yielding to the watch it waits for)."""
         moved, self._moved = self._moved, asyncio.Event()
         moved.set()
+
+    def _notify(self, changes: list[Change]) -> None:
+        self._wake()
         for listener in list(self._listeners):
             listener(changes)
