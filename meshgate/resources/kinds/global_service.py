@@ -104,10 +104,21 @@ def _relations(resource: Resource, lookup: Lookup) -> Iterator[PathMessage]:
         ports = service.spec_as(ServiceSpec)
         names = ", ".join(p.name for p in ports.ports)
         for i, port in enumerate(spec.ports):
-            if ports.port_named(port.target_port) is None:
+            target = ports.port_named(port.target_port)
+            if target is None:
                 yield (
                     ("spec", "ports", i, "targetPort"),
                     (f"Service {spec.service!r} has no port named {port.target_port!r} (it has: {names})"),
+                )
+            elif port.protocol in ("tcp", "tls-passthrough") and target.protocol != "tcp":
+                # the bytes would reach the local proxy's HTTP engine, which answers them 400
+                yield (
+                    ("spec", "ports", i, "targetPort"),
+                    (
+                        f"a {port.protocol} port relays bytes as they come, but port {target.name!r} "
+                        f"of Service {spec.service!r} is {target.protocol} (its local proxies parse "
+                        "HTTP there): target a port with protocol tcp"
+                    ),
                 )
     if spec.certificate_ref is not None:
         secret = lookup("Secret", spec.certificate_ref)

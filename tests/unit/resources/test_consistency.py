@@ -116,3 +116,26 @@ def test_zone_reported_resources_go_with_their_zone() -> None:
     insight = resource("ZoneInsight", "eu", {"zone": "eu"})
     current = state(zone("eu"), zone("us"), dp, other, insight)
     assert cascade([("Zone", "eu")], current) == [("Dataplane", "eu.web-1"), ("ZoneInsight", "eu")]
+
+
+def test_a_byte_relaying_port_must_target_a_tcp_port() -> None:
+    # tls-passthrough onto an http port: the client's TLS would reach an HTTP engine (400).
+    web = resource(
+        "Service", "web", {"ports": [{"name": "http", "port": 8080, "protocol": "http"},
+                                     {"name": "tls", "port": 8443, "protocol": "tcp"}]},
+    )  # fmt: skip
+    ports = [
+        {"name": "http", "port": 80, "protocol": "http", "targetPort": "http"},
+        {"name": "raw", "port": 443, "protocol": "tls-passthrough", "targetPort": "http"},
+        {"name": "ssh", "port": 2222, "protocol": "tcp", "targetPort": "http"},
+        {"name": "ok", "port": 8443, "protocol": "tls-passthrough", "targetPort": "tls"},
+    ]
+    gs = resource("GlobalService", "web", {**global_service("web").spec_dict(), "ports": ports})
+    assert messages(puts(gs), state(web)) == [
+        "document 0 (GlobalService/web): spec.ports[1].targetPort: a tls-passthrough port relays "
+        "bytes as they come, but port 'http' of Service 'web' is http (its local proxies parse "
+        "HTTP there): target a port with protocol tcp",
+        "document 0 (GlobalService/web): spec.ports[2].targetPort: a tcp port relays bytes as they "
+        "come, but port 'http' of Service 'web' is http (its local proxies parse HTTP there): "
+        "target a port with protocol tcp",
+    ]
