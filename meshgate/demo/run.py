@@ -101,7 +101,7 @@ class DemoMesh:
         self._started = time.monotonic()
         deadline = self._started + timeout
         plan = self.plan
-        plan.root.mkdir(parents=True, exist_ok=True)
+        plan.root.mkdir(parents=True, exist_ok=True, mode=0o700)  # stores hold TLS keys
         global_cp = self._add("global CP", "global-cp", plan.global_cp(), "global-cp.log")
         workloads = [
             self._add(f"workload {p.workload}", "workload", plan.workload(p), f"workload-{p.workload}.log")
@@ -187,7 +187,7 @@ class DemoMesh:
 
     @staticmethod
     def _token_file(directory: Path, token: str) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         path = directory / "token"
         write_secret_file(path, token)
         return path
