@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -44,6 +45,7 @@ class Link:
         self._renewal = OwnedTask("certificate-renewal")
         self._register_task = OwnedTask("registration")
         self._register_kick = asyncio.Event()
+        self._context: tuple[Identity, ssl.SSLContext] | None = None
 
     async def start(self) -> None:
         self._sync.start(self._keep_syncing())
@@ -56,6 +58,14 @@ class Link:
 
     def registration_changed(self) -> None:
         self._register_kick.set()
+
+    def _mtls(self) -> ssl.SSLContext:
+        """The client context for the zone CP, built once per identity: loading a certificate and
+        its key takes milliseconds of the event loop, and an edge re-registers its status after
+        every probe round."""
+        if self._context is None or self._context[0] is not self.identity:
+            self._context = (self.identity, mtls_context(self.identity))
+        return self._context[1]
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -82,7 +92,7 @@ class Link:
         backoff = Backoff(0.2, 10.0)
         while True:
             try:
-                channel = await open_channel(self.zone_cp, mtls_context(self.identity))
+                channel = await open_channel(self.zone_cp, self._mtls())
                 check_zone_cp(channel, _roots(self.identity), self.identity.trust_domain, self.identity.zone)
                 await channel.send('{"type":"sync"}')
                 self.connected = True
@@ -105,7 +115,7 @@ class Link:
             self._register_kick.clear()
             try:
                 for resource in self._registration():
-                    channel = await open_channel(self.zone_cp, mtls_context(self.identity))
+                    channel = await open_channel(self.zone_cp, self._mtls())
                     await request(channel, {"type": "register", "resource": resource})
                 backoff.reset()
             except EnrollError as exc:
