@@ -169,25 +169,23 @@ class Holder:
                 "said_close": closing, "seconds": round(time.monotonic() - started, 3)}  # fmt: skip
 
     def close(self) -> dict[str, Any]:
-        still_open = 0
-        for sock in self.held:
-            with contextlib.suppress(OSError):
-                # Plain socket calls under the TLS layer: is there an EOF (or an alert) waiting?
-                raw = socket.socket(fileno=sock.fileno()) if isinstance(sock, ssl.SSLSocket) else sock
-                try:
-                    raw.setblocking(False)
-                    try:
-                        peeked = raw.recv(1, socket.MSG_PEEK)
-                        still_open += bool(peeked)  # b"": the proxy closed it; bytes: still open
-                    except BlockingIOError:
-                        still_open += 1  # nothing to read: open and idle
-                finally:
-                    if raw is not sock:
-                        raw.detach()
+        still_open = sum(connection_open(sock) for sock in self.held)
         for sock in self.held:
             with contextlib.suppress(OSError):
                 sock.close()
         return {"phase": "closed", "still_open": still_open, "held": len(self.held)}
+
+
+def connection_open(sock: socket.socket | ssl.SSLSocket) -> bool:
+    """Nothing to read (a TLS session ticket is read and kept by OpenSSL): open and idle. An
+    EOF, a reset or a TLS alert or close_notify: the proxy closed it."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) != b""
+    except (BlockingIOError, ssl.SSLWantReadError):
+        return True
+    except OSError:
+        return False
 
 
 def _say(message: dict[str, Any]) -> None:
