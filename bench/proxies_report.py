@@ -172,7 +172,7 @@ def render(record: dict[str, Any]) -> str:
             f"enrolling {enrollment['proxies']} proxies",
             secs(enrollment["seconds"]),
             f"{enrollment['concurrency']} at a time; per proxy p50 {ms(per['p50'])}, p99 {ms(per['p99'])} "
-            "(token from the API, CA, CSR)",
+            "(CA fetched and pinned, key, CSR, certificate; tokens made beforehand)",
         )
     load = record.get("load")
     if load:
