@@ -221,6 +221,7 @@ def fixed_rate_run(
     argv = [sys.executable, "-m", "bench.latency_loadgen", str(spec_file)]
     generator = Proc(f"loadgen-{label}", argv, root / f"loadgen-{label}.log", cpus=pinning.load)
     limit = WARMUP_SECONDS + seconds + 30
+    started = time.monotonic()
     try:
         try:
             code = generator.popen.wait(limit)
@@ -231,6 +232,7 @@ def fixed_rate_run(
     finally:
         generator.kill()
     used = meter.stop()
+    wall = time.monotonic() - started
     bed.check_alive()
     result["generator_cpu_s"] = round(_children_cpu() - children0, 3)
     result["cpu_s"] = {k: v for k, v in used.items() if k != "nginx"}
@@ -244,12 +246,12 @@ def fixed_rate_run(
         result["error"] = f"no result from the generator ({exc})"
         return result
     result.update({k: v for k, v in figures.items() if k not in ("rate", "seconds")})
-    total_s = seconds + WARMUP_SECONDS
     sent = max(result["sent_total"], 1)
     result["cpu_us_per_request_by_hop"] = {hop: v / sent * 1e6 for hop, v in result["cpu_s"].items()}
     result["cpu_us_per_request"] = sum(result["cpu_s"].values()) / sent * 1e6
     result["generator_cpu_us_per_request"] = result["generator_cpu_s"] / sent * 1e6
-    result["proxies_busy"] = sum(result["cpu_s"].values()) / total_s
+    result["wall_s"] = round(wall, 3)
+    result["proxies_busy"] = sum(result["cpu_s"].values()) / wall  # the generator's whole run
     result["reached"] = (
         result["completed"] >= REACHED * result["scheduled"]
         and not result["errors"]
