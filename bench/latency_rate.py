@@ -133,10 +133,12 @@ def _scenario(params: Params, pinning: Pinning, root: Path, owned: Owned, record
     bed = start(root, owned, pinning, tls)
     record["setup"].update(process_facts(bed))
     record["setup"]["ports"] = {name: bed.entry_port(name) for name in PATHS}
-    warm = 1 if params.quick else PREWARM_SECONDS
-    say(f"warming up each path ({warm} s at {min(params.rates):,}/s, not measured)")
+    # --quick skips this (each run's own warm-up second is enough for a smoke run)
+    warm = 0 if params.quick else PREWARM_SECONDS
+    if warm:
+        say(f"warming up each path ({warm} s at {min(params.rates):,}/s, not measured)")
     record["warmup"] = {}
-    for path in PATHS:
+    for path in PATHS if warm else ():
         result = fixed_rate_run(
             bed, path, min(params.rates), params, pinning, root, f"warmup-{path}", seconds=warm
         )
