@@ -37,7 +37,7 @@ from edge.controller import Controller
 from edge.prober import Prober
 from edge.proxy import EdgeProxy
 from edge.runtime import EdgeRuntime, build
-from edge.status import edge_status, gauges, metric_lines
+from edge.status import edge_status, gauges, metric_lines, worth_reporting
 from meshgate.lifecycle import until_signal
 from meshgate.proxy.identity import TlsIdentity
 from meshgate.proxy.stats import Stats
@@ -201,7 +201,7 @@ class Edge:
         for session in comparable.get("sessions", []):
             session.pop("since", None)
         now = time.monotonic()
-        if comparable != self._last_status or now - self._status_sent_at > STATUS_REFRESH:
+        if worth_reporting(self._last_status, comparable) or now - self._status_sent_at > STATUS_REFRESH:
             self._last_status = comparable
             self._status_sent_at = now
             if self.link is not None:

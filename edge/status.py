@@ -118,3 +118,26 @@ def metric_lines(controller: Controller) -> list[str]:
     if controller.speaker is not None:
         lines += controller.speaker.metric_lines()
     return lines
+
+
+def worth_reporting(sent: dict[str, Any] | None, now: dict[str, Any]) -> bool:
+    """Whether the EdgeStatus ``now`` differs enough from the one last ``sent`` to register again
+    before the periodic refresh. Every field counts except the RTTs, which move a little with
+    every probe round: an RTT counts once it has moved by more than 1 ms and 20 % from what was
+    sent (each registration is a connection to the zone CP, a store write and a sync upstream)."""
+    if sent is None:
+        return True
+
+    def without_rtts(status: dict[str, Any]) -> dict[str, Any]:
+        zones = [{k: v for k, v in z.items() if k != "rttMs"} for z in status.get("zones", [])]
+        return {**status, "zones": zones}
+
+    if without_rtts(sent) != without_rtts(now):
+        return True
+    for before, after in zip(sent.get("zones", []), now.get("zones", []), strict=True):
+        old, new = before.get("rttMs"), after.get("rttMs")
+        if (old is None) != (new is None):
+            return True
+        if old is not None and new is not None and abs(new - old) > max(1.0, 0.2 * old):
+            return True
+    return False
