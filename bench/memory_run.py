@@ -64,8 +64,10 @@ PEERS: Final = ("haproxy", "nginx")
 AIM_IDLE_BYTES: Final = 40e6
 AIM_TLS_BYTES_PER_CONNECTION: Final = 30e3
 #: settling: read every TICK s; settled when RSS moved by at most TOLERANCE over WINDOW s
+#: (QUICK_WINDOW with --quick: a smoke run, whose figures are not results)
 TICK: Final = 0.25
 WINDOW: Final = 2.0
+QUICK_WINDOW: Final = 1.0
 TOLERANCE: Final = 64 * 1024
 LEAST: Final = 1.0
 MOST: Final = 20.0
@@ -166,8 +168,8 @@ def read(pid: int) -> Reading:
     )
 
 
-def settle(pid: int, alive: Callable[[], bool]) -> tuple[Reading, dict[str, Any]]:
-    """Read until RSS has moved by at most TOLERANCE over the last WINDOW seconds (at least
+def settle(pid: int, alive: Callable[[], bool], window: float = WINDOW) -> tuple[Reading, dict[str, Any]]:
+    """Read until RSS has moved by at most TOLERANCE over the last ``window`` seconds (at least
     LEAST s, at most MOST s); the last reading, how long it took and whether it settled."""
     started = time.monotonic()
     history: list[tuple[float, int]] = []
@@ -177,9 +179,9 @@ def settle(pid: int, alive: Callable[[], bool]) -> tuple[Reading, dict[str, Any]
         reading = read(pid)
         now = time.monotonic()
         history.append((now, reading.rss))
-        recent = [rss for at, rss in history if at >= now - WINDOW]
+        recent = [rss for at, rss in history if at >= now - window]
         waited = now - started
-        covered = history[0][0] <= now - WINDOW
+        covered = history[0][0] <= now - window
         if waited >= LEAST and covered and max(recent) - min(recent) <= TOLERANCE:
             return reading, {"waited_s": round(waited, 2), "settled": True}
         if waited >= MOST:
@@ -265,7 +267,7 @@ def run(params: Params) -> dict[str, Any]:
             "idle_timeouts_s": IDLE_TIMEOUT_S,
             "settle": {
                 "tick_s": TICK,
-                "window_s": WINDOW,
+                "window_s": QUICK_WINDOW if params.quick else WINDOW,
                 "tolerance_bytes": TOLERANCE,
                 "least_s": LEAST,
                 "most_s": MOST,
@@ -353,6 +355,7 @@ def measure(subject: Subject, kind: str, mesh: Mesh, params: Params, directory: 
     """One fresh process of ``subject``: idle, after the warm-up (base), with N idle connections
     of ``kind`` held by a client process."""
     target = subject.targets[kind]
+    window = QUICK_WINDOW if params.quick else WINDOW
     proc = subject.start(directory)
     client: Client | None = None
     result: dict[str, Any] = {}
@@ -360,7 +363,7 @@ def measure(subject: Subject, kind: str, mesh: Mesh, params: Params, directory: 
         launched = time.monotonic()
         wait_until(lambda: subject.ready(proc), timeout=START_TIMEOUT, what=f"{subject.label} to be ready")
         result["ready_after_s"] = round(time.monotonic() - launched, 2)
-        idle, result["idle_settle"] = settle(proc.pid, proc.alive)
+        idle, result["idle_settle"] = settle(proc.pid, proc.alive, window)
         spec = directory / "client.json"
         spec.write_text(json.dumps({
             "host": "127.0.0.1", "port": target.port, "request_host": target.request_host, "path": "/",
@@ -371,11 +374,11 @@ def measure(subject: Subject, kind: str, mesh: Mesh, params: Params, directory: 
         result["warmup"] = warm
         if not warm.get("ok"):
             raise RuntimeError(f"warm-up: {warm.get('error')}")
-        base, result["base_settle"] = settle(proc.pid, proc.alive)
+        base, result["base_settle"] = settle(proc.pid, proc.alive, window)
         client.send("open")
         opened = client.line(timeout=120 + params.connections * 0.1)
         result["open"] = opened
-        held, result["held_settle"] = settle(proc.pid, proc.alive)
+        held, result["held_settle"] = settle(proc.pid, proc.alive, window)
         client.send("close")
         closed = client.line(timeout=60)
         result["closed"] = closed
