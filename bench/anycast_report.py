@@ -34,7 +34,21 @@ def _s(value: float | None) -> str:
 
 def _figure(entry: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
     found = entry.get("times", {}).get(key) or entry.get("watch", {}).get(key)
-    return found if found and found.get("n") else None
+    return found if found and (found.get("n") or found.get("not_seen")) else None
+
+
+def _median(figure: Mapping[str, Any]) -> str:
+    """The median, or "> X s" when rounds that did not see the change put it there."""
+    value = figure["median"]
+    if value is None or (isinstance(value, float) and math.isinf(value)):
+        return f"> {figure['not_seen_after_s']:.1f} s"
+    return _s(value)
+
+
+def _unseen(figure: Mapping[str, Any]) -> str:
+    if not figure.get("not_seen"):
+        return ""
+    return f"; not seen in {figure['not_seen']} (watched {figure['not_seen_after_s']:.1f} s or more)"
 
 
 def render(record: Mapping[str, Any]) -> str:
@@ -64,15 +78,17 @@ def render(record: Mapping[str, Any]) -> str:
         if figure is None:
             continue
         extra = ""
-        if "median_resolution_s" in figure:
-            extra = f"; polled every ~{figure['median_resolution_s'] * 1000:.0f} ms"
+        resolution = figure.get("median_resolution_s")
+        if resolution is not None and not math.isnan(resolution):
+            extra = f"; polled every ~{resolution * 1000:.0f} ms"
+        rounds = str(figure["n"] + figure.get("not_seen", 0))
         rows.append(
             [
                 name,
                 what,
-                _s(figure["median"]),
-                f"{_s(figure['min'])} to {_s(figure['max'])}{extra}",
-                str(figure["n"]),
+                _median(figure),
+                f"{_s(figure['min'])} to {_s(figure['max'])}{extra}{_unseen(figure)}",
+                rounds,
             ]
         )
     if rows:
@@ -113,6 +129,11 @@ def render(record: Mapping[str, Any]) -> str:
             + "\n"
         )
     out += _rounds(record)
+    notes = record.get("notes")
+    if notes:
+        out += "\nNot seen while watched (a time longer than the scenario, not a failure):\n\n" + "".join(
+            f"- {n}\n" for n in notes
+        )
     problems = record.get("problems")
     if problems:
         out += "\n**Problems seen:**\n\n" + "".join(f"- {p}\n" for p in problems)
@@ -131,7 +152,9 @@ def _rounds(record: Mapping[str, Any]) -> str:
             rows.append([str(r["round"]), r["scenario"], "FAILED: " + r["error"][:300], "", "", "", "", ""])
             continue
         watch = ", ".join(
-            f"{k.removesuffix('_s')} {_s(v.get('s'))}" for k, v in sorted(r.get("watch", {}).items())
+            f"{k.removesuffix('_s')} "
+            + (_s(v["s"]) if v.get("s") is not None else f"not seen in {v.get('not_seen_after_s', 0):.1f} s")
+            for k, v in sorted(r.get("watch", {}).items())
         )
         served = ", ".join(f"{k} {v:,}" for k, v in sorted(r.get("served_by", {}).items()))
         rows.append([
@@ -172,7 +195,16 @@ def headline(summary: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for name, key, figure in wanted:
         found = _figure(summary.get(name, {}), key)
-        rows.append(_row(figure, "s", found["median"] if found else None))
+        value = found["median"] if found else None
+        note = ""
+        if found and found.get("not_seen"):
+            rounds = found["n"] + found["not_seen"]
+            note = (
+                f"not seen in {found['not_seen']} of {rounds} rounds within {found['not_seen_after_s']:.1f} s"
+            )
+            if value is not None and math.isinf(value):
+                value = None
+        rows.append(_row(figure, "s", value, note=note))
     for name in ("edge-failure", "edge-drain", "zone-failure"):
         entry = summary.get(name)
         if not entry or not entry["rounds_ok"]:

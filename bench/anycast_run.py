@@ -13,6 +13,7 @@ scenario's restore is complete).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import subprocess
@@ -83,6 +84,7 @@ def run(params: Params) -> dict[str, Any]:
     record["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     record["summary"] = summarise(record["runs"])
     record["problems"] = problems(record)
+    record["notes"] = notes(record)
     record["headline"] = headline(record["summary"])
     markdown = render(record)
     json_path, md_path = write_results(SCENARIO, record, markdown, stamp, directory=results_dir)
@@ -203,19 +205,42 @@ def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             "totals": {key: sum(r[key] for r in good) for key in COUNTS},
         }
         for watch in WATCHES.get(name, []):
-            seen = [
-                r["watch"][watch.figure]["s"]
-                for r in good
-                if r.get("watch", {}).get(watch.figure, {}).get("s") is not None
-            ]
-            resolution = [r["watch"][watch.figure]["resolution_s"] for r in good
-                          if r.get("watch", {}).get(watch.figure, {}).get("s") is not None]  # fmt: skip
-            entry["watch"][watch.figure] = {
-                **_stats(seen),
-                "median_resolution_s": median(resolution) if resolution else float("nan"),
-            }
+            entry["watch"][watch.figure] = watch_stats([r["watch"][watch.figure] for r in good
+                                                         if watch.figure in r.get("watch", {})])  # fmt: skip
         summary[name] = entry
     return summary
+
+
+def watch_stats(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """A watched time over rounds. A change not seen while watched (the scenario ended first)
+    counts as later than any seen one: the median is then an upper value, and infinite (no
+    figure) when most rounds did not see it."""
+    seen = [w["s"] for w in rounds if w.get("s") is not None]
+    unseen = [w.get("not_seen_after_s", 0.0) for w in rounds if w.get("s") is None]
+    stats: dict[str, Any] = dict(_stats(seen))
+    if unseen:
+        ordered = sorted([*seen, *[math.inf] * len(unseen)])
+        middle = len(ordered) // 2  # no interpolation: inf - x is no number
+        stats["median"] = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    stats["not_seen"] = len(unseen)
+    stats["not_seen_after_s"] = min(unseen) if unseen else None
+    resolution = [w["resolution_s"] for w in rounds if w.get("s") is not None]
+    stats["median_resolution_s"] = median(resolution) if resolution else math.nan
+    return stats
+
+
+def notes(record: Mapping[str, Any]) -> list[str]:
+    """What the rounds saw that is a figure, not a failure: a change not seen before the
+    scenario ended (its restore came first)."""
+    out = []
+    for r in record.get("runs", []):
+        for figure, seen in r.get("watch", {}).items():
+            if seen.get("s") is None and not seen.get("error"):
+                out.append(
+                    f"round {r['round']} {r['scenario']}: {figure.removesuffix('_s')} not seen within "
+                    f"{seen['not_seen_after_s']:.1f} s, when the scenario ended (its restore came first)"
+                )
+    return out
 
 
 def problems(record: Mapping[str, Any]) -> list[str]:
@@ -231,6 +256,6 @@ def problems(record: Mapping[str, Any]) -> list[str]:
             continue
         out += [f"{where}: {p}" for p in r.get("problems", [])]
         for figure, seen in r.get("watch", {}).items():
-            if seen.get("s") is None:
-                out.append(f"{where}: {figure}: {seen.get('error', 'not seen')}")
+            if seen.get("s") is None and seen.get("error"):
+                out.append(f"{where}: {figure}: the router could not be read: {seen['error']}")
     return out

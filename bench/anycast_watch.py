@@ -113,7 +113,9 @@ WATCHES: Final[dict[str, list[Watch]]] = {
 class Watcher:
     """One thread per watch, polling from ``started`` (monotonic) until reached, stopped or
     ``timeout``; ``figures()`` gives seconds (the end of the first poll that saw it), the
-    resolution (that poll's end less the previous poll's start) and the number of polls."""
+    resolution (that poll's end less the previous poll's start) and the number of polls; or,
+    for a change not seen, how long it was watched (and the error if the router could not be
+    read)."""
 
     def __init__(
         self, lab: RunningLab, watches: Sequence[Watch], started: float, timeout: float = WATCH_TIMEOUT
@@ -151,8 +153,10 @@ class Watcher:
             if done is not None and done.returncode != 0:
                 last_error = (done.stderr or done.stdout).strip()[-200:]
             if self._stop.is_set() or ended - self._started > self._timeout:
-                result = {"s": None, "polls": polls, "error": f"not seen within {ended - self._started:.1f} s"
-                          + (f" ({last_error})" if done is None or done.returncode else "")}  # fmt: skip
+                # not seen while watched: the time is at least this (a censored figure)
+                result = {"s": None, "polls": polls, "not_seen_after_s": round(ended - self._started, 3)}
+                if done is None or done.returncode:
+                    result["error"] = last_error or "the router could not be read"
                 break
             previous = begun
             time.sleep(0.02)
