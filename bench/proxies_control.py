@@ -685,10 +685,16 @@ async def _profiles(ctx: Context, order: Iterator[int], ports: Iterator[int]) ->
         },
         **during[0].summary(),
     }
-    worker_module = str(Path(__file__).with_name("proxies_worker.py"))
-    plumbing = (f"main ({worker_module}:", f"<module> ({worker_module}:")
+    plumbing = worker_plumbing()
     profiles["worker_propagation"] = {
         "file": during[1].out,
         **summarise_stacks(during[1].out, plumbing=plumbing),
     }
     return profiles
+
+
+def worker_plumbing() -> tuple[str, ...]:
+    """The worker's entry frames (py-spy names the file as given: relative to the repository, or
+    absolute), so that samples of its idle event loop count as the event loop's."""
+    paths = ("bench/proxies_worker.py", str(Path(__file__).with_name("proxies_worker.py")))
+    return tuple(f"{function} ({path}:" for path in paths for function in ("main", "<module>"))

@@ -37,7 +37,7 @@ def test_quick_run(tmp_path: Path) -> None:
     seen = record["proxies_seen"]
     assert seen["proxies"] == params["proxies"]
     assert seen["proxies_with_every_write"] == params["proxies"]
-    assert seen["failed"] == []
+    assert seen["failed"] == {}
     # Trust/mesh and one Cluster per Service
     assert seen["snapshot_resources"] == [params["resources"] + 1]
     zone_cps = record["zone_cps"]
