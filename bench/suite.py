@@ -335,13 +335,20 @@ def _sync(r: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 def _proxies(r: Mapping[str, Any]) -> list[dict[str, Any]]:
     med = r["propagation"]["median_of_rounds"]
+    p99 = med["all_proxies_p99"]
     rows = [
-        row("proxies: write → applied at every proxy, p99", "ms", med["all_proxies_p99"] * 1e3),
+        row("proxies: write → applied at every proxy, p99", "ms", p99 * 1e3, aim="< 1 s", aim_met=p99 < 1.0),
         row("proxies: write → applied per proxy, p50", "ms", med["per_proxy_p50"] * 1e3),
     ]
     full = r.get("full_sync_new_proxy", {}).get("median_total_s")
     if full is not None:
         rows.append(row("proxies: new proxy's full sync", "s", full))
+    per_proxy = [z["per_proxy_marginal_bytes"] for z in (r.get("zone_cp_memory") or {}).values()
+                 if z.get("per_proxy_marginal_bytes") is not None]  # fmt: skip
+    if per_proxy:
+        worst = max(per_proxy) / 1e3
+        rows.append(row("proxies: zone CP memory per connected proxy", "KB", worst, aim="< 100 KB",
+                        aim_met=worst < 100, note=f"the larger of {len(per_proxy)} zone CPs"))  # fmt: skip
     return rows
 
 
@@ -354,7 +361,8 @@ def _http(r: Mapping[str, Any]) -> list[dict[str, Any]]:
     m, h = _peer_pair(r)
     return [
         row("http: one hop, requests/s", "req/s", m["median_rps"], h["median_rps"], "HAProxy"),
-        row("http: one hop, CPU per request", "µs", m["median_cpu_us_per_request"], h["median_cpu_us_per_request"], "HAProxy"),
+        row("http: one hop, CPU per request", "µs", m["median_cpu_us_per_request"], h["median_cpu_us_per_request"], "HAProxy",
+            aim="≤ 1.3x HAProxy", aim_met=m["median_cpu_us_per_request"] <= 1.3 * h["median_cpu_us_per_request"]),
         row("http: one hop, latency p99", "ms", m["median_p99_s"] * 1e3, h["median_p99_s"] * 1e3, "HAProxy"),
     ]  # fmt: skip
 
@@ -362,7 +370,8 @@ def _http(r: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _l4(r: Mapping[str, Any]) -> list[dict[str, Any]]:
     m, h = _peer_pair(r)
     return [
-        row("l4: mTLS relay chain throughput", "Gbit/s", m["median_gbit_per_s"], h["median_gbit_per_s"], "HAProxy"),
+        row("l4: mTLS relay chain throughput", "Gbit/s", m["median_gbit_per_s"], h["median_gbit_per_s"], "HAProxy",
+            aim="≥ 0.9x HAProxy", aim_met=m["median_gbit_per_s"] >= 0.9 * h["median_gbit_per_s"]),
         row("l4: mTLS relay chain CPU per GB", "CPU s", m["median_cpu_s_per_gb"], h["median_cpu_s_per_gb"], "HAProxy"),
     ]  # fmt: skip
 
