@@ -30,6 +30,7 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 REPO = Path(__file__).resolve().parent.parent
 
 T = TypeVar("T")
+S = TypeVar("S", bound="CpuSplit")
 
 
 # --- the machine -------------------------------------------------------------------------------
@@ -422,3 +423,61 @@ def mib(n_bytes: float) -> str:
 
 def kib(n_bytes: float) -> str:
     return "n/a" if math.isnan(n_bytes) else f"{n_bytes / 1024:.0f} KiB"
+
+
+@dataclass(frozen=True)
+class CpuSplit:
+    """Which CPUs the load (generator, upstream, the bench itself) and the proxies run on; None:
+    wherever the scheduler puts them. Scenarios subclass it to describe their own processes."""
+
+    load: frozenset[int] | None
+    proxies: frozenset[int] | None
+
+    @classmethod
+    def choose(cls: type[S], pin: bool) -> S:
+        """The first CPU for the load, the others for the proxies (no pinning on one CPU)."""
+        cpus = sorted(os.sched_getaffinity(0))
+        if not pin or len(cpus) < 2:
+            return cls(None, None)
+        return cls(frozenset(cpus[:1]), frozenset(cpus[1:]))
+
+    def as_record(self) -> dict[str, list[int] | None]:
+        return {
+            "load": sorted(self.load) if self.load else None,
+            "proxies": sorted(self.proxies) if self.proxies else None,
+        }
+
+
+def cpu_list(cpus: frozenset[int]) -> str:
+    return ",".join(str(c) for c in sorted(cpus))
+
+
+def print_log_tails(root: Path, skip: Callable[[Path], bool] = lambda _p: False) -> None:
+    """The last lines of every process's log under ``root``, on stderr (a run that failed)."""
+    for log in sorted(root.rglob("*.log")):
+        if skip(log):
+            continue
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        print(f"--- {log.relative_to(root)} (last lines)\n{tail}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def scenario_run(
+    scenario: str, split: CpuSplit, *, keep: bool, skip_log: Callable[[Path], bool] = lambda _p: False
+) -> Iterator[tuple[Path, Owned]]:
+    """A scenario's temporary directory and the processes it owns, the bench on the load CPUs.
+    On the way out every owned process is stopped and the bench's affinity restored; a failure
+    first prints the tail of every log."""
+    owned = Owned()
+    own_cpus = os.sched_getaffinity(0)
+    with terminate_as_exit(), workdir(scenario, keep=keep) as root:
+        try:
+            if split.load is not None:
+                os.sched_setaffinity(0, split.load)
+            yield root, owned
+        except BaseException:
+            print_log_tails(root, skip_log)
+            raise
+        finally:
+            owned.stop_all()
+            os.sched_setaffinity(0, own_cpus)

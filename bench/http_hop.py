@@ -19,7 +19,6 @@ import json
 import os
 import resource
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -31,18 +30,19 @@ from typing import Any, Final
 from bench.harness import (
     REPO,
     RESULTS_DIR,
+    CpuSplit,
     Owned,
     Profiler,
+    cpu_list,
     cpu_seconds,
     machine_info,
     median,
     peak_rss_bytes,
     rss_bytes,
     say,
+    scenario_run,
     summarise_stacks,
-    terminate_as_exit,
     utc_stamp,
-    workdir,
     write_results,
 )
 from bench.http_report import render
@@ -98,30 +98,16 @@ class Params:
 
 
 @dataclass(frozen=True)
-class Pinning:
+class Pinning(CpuSplit):
     """Which CPUs the load (wrk, nginx and the bench) and the proxies run on; None: anywhere."""
-
-    load: frozenset[int] | None
-    proxies: frozenset[int] | None
-
-    @classmethod
-    def choose(cls, pin: bool) -> Pinning:
-        cpus = sorted(os.sched_getaffinity(0))
-        if not pin or len(cpus) < 2:
-            return cls(None, None)
-        return cls(frozenset(cpus[:1]), frozenset(cpus[1:]))
 
     def describe(self) -> str:
         if self.load is None or self.proxies is None:
             return "no pinning: every process runs wherever the scheduler puts it"
         return (
-            f"wrk and nginx (and the bench) on CPU {_cpus(self.load)}; both proxies on CPU "
-            f"{_cpus(self.proxies)} (one is loaded at a time, the other idles)"
+            f"wrk and nginx (and the bench) on CPU {cpu_list(self.load)}; both proxies on CPU "
+            f"{cpu_list(self.proxies)} (one is loaded at a time, the other idles)"
         )
-
-
-def _cpus(cpus: frozenset[int]) -> str:
-    return ",".join(str(c) for c in sorted(cpus))
 
 
 @dataclass
@@ -135,6 +121,10 @@ class Hop:
 
     def count_log(self) -> LogCounts:
         return count_meshgate_log(self.log) if self.name == "meshgate" else count_haproxy_log(self.log)
+
+
+def _per_request_log(log: Path) -> bool:
+    return log.name.endswith("access.log") or log.name == "haproxy.log"  # one line per request
 
 
 # --- the run -------------------------------------------------------------------------------------
@@ -156,10 +146,7 @@ def run(params: Params) -> dict[str, Any]:
             "meshgate_event_loop": "uvloop, one process",
             "irq_time_accounting": irq_time_accounting(),
             "pinning": pinning.describe(),
-            "pinned_cpus": {
-                "load": sorted(pinning.load) if pinning.load else None,
-                "proxies": sorted(pinning.proxies) if pinning.proxies else None,
-            },
+            "pinned_cpus": pinning.as_record(),
             "body_bytes": len(BODY) + 1,
             "warmup_s": {"before_rounds": WARMUP_SECONDS, "before_each_round": ROUND_WARMUP_SECONDS},
         },
@@ -169,23 +156,8 @@ def run(params: Params) -> dict[str, Any]:
         raise RuntimeError(f"the http benchmark needs {', '.join(missing)} (apt: nginx haproxy wrk)")
     say(f"machine: {record['machine']['cpus']} CPUs, load {record['machine']['loadavg_at_start']}")
     say(f"pinning: {pinning.describe()}")
-    owned = Owned()
-    own_cpus = os.sched_getaffinity(0)
-    with terminate_as_exit(), workdir(SCENARIO, keep=params.keep) as root:
-        try:
-            if pinning.load is not None:
-                os.sched_setaffinity(0, pinning.load)
-            _scenario(params, pinning, root, owned, record, results_dir / f"{stamp}-{SCENARIO}-profile")
-        except BaseException:
-            for log in sorted(root.glob("*.log")):
-                if log.name.endswith("access.log") or log.name == "haproxy.log":
-                    continue  # one line per request
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-                print(f"--- {log.name} (last lines)\n{tail}", file=sys.stderr)
-            raise
-        finally:
-            owned.stop_all()
-            os.sched_setaffinity(0, own_cpus)
+    with scenario_run(SCENARIO, pinning, keep=params.keep, skip_log=_per_request_log) as (root, owned):
+        _scenario(params, pinning, root, owned, record, results_dir / f"{stamp}-{SCENARIO}-profile")
         record["meshgate_stats"] = _read_json(root / "meshgate.stats.json")
     record["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     record["problems"] = problems(record)

@@ -20,7 +20,6 @@ import os
 import resource
 import ssl
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -29,16 +28,17 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench.harness import (
+    CpuSplit,
     Owned,
+    cpu_list,
     cpu_seconds,
     machine_info,
     median,
     peak_rss_bytes,
     rss_bytes,
     say,
-    terminate_as_exit,
+    scenario_run,
     utc_stamp,
-    workdir,
     write_results,
 )
 from bench.l4_report import render
@@ -86,32 +86,18 @@ class Params:
 
 
 @dataclass(frozen=True)
-class Pinning:
+class Pinning(CpuSplit):
     """Which CPUs the load (iperf3 client and server, and the bench itself) and the proxies of
     both chains run on; None: wherever the scheduler puts them."""
-
-    load: frozenset[int] | None
-    proxies: frozenset[int] | None
-
-    @classmethod
-    def choose(cls, pin: bool) -> Pinning:
-        cpus = sorted(os.sched_getaffinity(0))
-        if not pin or len(cpus) < 2:
-            return cls(None, None)
-        return cls(frozenset(cpus[:1]), frozenset(cpus[1:]))
 
     def describe(self) -> str:
         if self.load is None or self.proxies is None:
             return "no pinning: every process runs wherever the scheduler puts it"
         return (
-            f"iperf3 client and server (and the bench) on CPU {_cpus(self.load)}; the three proxy "
-            f"processes of both chains on CPU {_cpus(self.proxies)} (they share it, so throughput "
+            f"iperf3 client and server (and the bench) on CPU {cpu_list(self.load)}; the three proxy "
+            f"processes of both chains on CPU {cpu_list(self.proxies)} (they share it, so throughput "
             "is what one core of proxying carries)"
         )
-
-
-def _cpus(cpus: frozenset[int]) -> str:
-    return ",".join(str(c) for c in sorted(cpus))
 
 
 @dataclass
@@ -143,29 +129,13 @@ def run(params: Params) -> dict[str, Any]:
             "meshgate_event_loop": "uvloop, one process per hop",
             "irq_time_accounting": irq_time_accounting(),
             "pinning": pinning.describe(),
-            "pinned_cpus": {
-                "load": sorted(pinning.load) if pinning.load else None,
-                "proxies": sorted(pinning.proxies) if pinning.proxies else None,
-            },
+            "pinned_cpus": pinning.as_record(),
         },
     }
     say(f"machine: {record['machine']['cpus']} CPUs, load {record['machine']['loadavg_at_start']}")
     say(f"pinning: {pinning.describe()}")
-    owned = Owned()
-    own_cpus = os.sched_getaffinity(0)
-    with terminate_as_exit(), workdir(SCENARIO, keep=params.keep) as root:
-        try:
-            if pinning.load is not None:
-                os.sched_setaffinity(0, pinning.load)
-            _scenario(params, pinning, root, owned, record)
-        except BaseException:
-            for log in sorted(root.glob("*.log")):
-                tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-                print(f"--- {log.name} (last lines)\n{tail}", file=sys.stderr)
-            raise
-        finally:
-            owned.stop_all()
-            os.sched_setaffinity(0, own_cpus)
+    with scenario_run(SCENARIO, pinning, keep=params.keep) as (root, owned):
+        _scenario(params, pinning, root, owned, record)
         record["proxy_stats"] = _final_stats(root)
     record["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     markdown = render(record)

@@ -31,16 +31,15 @@ from bench.harness import (
     machine_info,
     median,
     say,
-    terminate_as_exit,
+    scenario_run,
     utc_stamp,
-    workdir,
     write_results,
 )
 from bench.http_setup import missing_binaries, versions
 from bench.l4_chain import irq_time_accounting
 from bench.l4_setup import Proc
 from bench.latency_report import render
-from bench.mesh_path import print_logs, process_facts
+from bench.mesh_path import process_facts
 from bench.mesh_setup import make_tls
 from bench.mesh_start import Bed, Pinning, start
 from meshgate.demo.resources import HOSTNAME
@@ -91,10 +90,7 @@ def run(params: Params) -> dict[str, Any]:
             "generator": "bench.latency_loadgen (open loop, latency from each request's due time)",
             "irq_time_accounting": irq_time_accounting(),
             "pinning": pinning.describe("the load generator"),
-            "pinned_cpus": {
-                "load": sorted(pinning.load) if pinning.load else None,
-                "proxies": sorted(pinning.proxies) if pinning.proxies else None,
-            },
+            "pinned_cpus": pinning.as_record(),
             "hostname": HOSTNAME,
             "warmup_s": WARMUP_SECONDS,
             "aim": f"added p99 on the mesh path at {AIM_RATE:,} requests/s under {AIM_ADDED_P99_S * 1e3:g} ms",
@@ -105,19 +101,8 @@ def run(params: Params) -> dict[str, Any]:
         raise RuntimeError(f"the latency benchmark needs {', '.join(missing)} (apt: nginx haproxy wrk)")
     say(f"machine: {record['machine']['cpus']} CPUs, load {record['machine']['loadavg_at_start']}")
     say(f"pinning: {record['setup']['pinning']}")
-    owned = Owned()
-    own_cpus = os.sched_getaffinity(0)
-    with terminate_as_exit(), workdir(SCENARIO, keep=params.keep) as root:
-        try:
-            if pinning.load is not None:
-                os.sched_setaffinity(0, pinning.load)
-            _scenario(params, pinning, root, owned, record)
-        except BaseException:
-            print_logs(root)
-            raise
-        finally:
-            owned.stop_all()
-            os.sched_setaffinity(0, own_cpus)
+    with scenario_run(SCENARIO, pinning, keep=params.keep) as (root, owned):
+        _scenario(params, pinning, root, owned, record)
     record["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     record["problems"] = problems(record)
     markdown = render(record)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -35,10 +34,9 @@ from bench.harness import (
     peak_rss_bytes,
     rss_bytes,
     say,
+    scenario_run,
     summarise_stacks,
-    terminate_as_exit,
     utc_stamp,
-    workdir,
     write_results,
 )
 from bench.http_setup import WRK, missing_binaries, truncate, versions
@@ -103,10 +101,7 @@ def run(params: Params) -> dict[str, Any]:
             "meshgate_event_loop": "uvloop, one process per hop",
             "irq_time_accounting": irq_time_accounting(),
             "pinning": pinning.describe("wrk"),
-            "pinned_cpus": {
-                "load": sorted(pinning.load) if pinning.load else None,
-                "proxies": sorted(pinning.proxies) if pinning.proxies else None,
-            },
+            "pinned_cpus": pinning.as_record(),
             "hostname": HOSTNAME,
             "warmup_s": {"before_rounds": WARMUP_SECONDS, "before_each_round": ROUND_WARMUP_SECONDS},
             "aim": f"meshgate requests/s at least {AIM_RPS_RATIO}x HAProxy's",
@@ -117,19 +112,8 @@ def run(params: Params) -> dict[str, Any]:
         raise RuntimeError(f"the mesh benchmark needs {', '.join(missing)} (apt: nginx haproxy wrk)")
     say(f"machine: {record['machine']['cpus']} CPUs, load {record['machine']['loadavg_at_start']}")
     say(f"pinning: {record['setup']['pinning']}")
-    owned = Owned()
-    own_cpus = os.sched_getaffinity(0)
-    with terminate_as_exit(), workdir(SCENARIO, keep=params.keep) as root:
-        try:
-            if pinning.load is not None:
-                os.sched_setaffinity(0, pinning.load)
-            _scenario(params, pinning, root, owned, record, results_dir / f"{stamp}-{SCENARIO}-profile")
-        except BaseException:
-            print_logs(root)
-            raise
-        finally:
-            owned.stop_all()
-            os.sched_setaffinity(0, own_cpus)
+    with scenario_run(SCENARIO, pinning, keep=params.keep) as (root, owned):
+        _scenario(params, pinning, root, owned, record, results_dir / f"{stamp}-{SCENARIO}-profile")
     record["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     record["problems"] = problems(record)
     markdown = render(record)
@@ -138,13 +122,6 @@ def run(params: Params) -> dict[str, Any]:
     shown = json_path.relative_to(Path.cwd()) if json_path.is_relative_to(Path.cwd()) else json_path
     print(f"\nresults: {shown}\n         {md_path.name}")
     return record
-
-
-def print_logs(root: Path) -> None:
-    """The last lines of every process's log, on stderr (a run that failed)."""
-    for log in sorted(root.rglob("*.log")):
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
-        print(f"--- {log.relative_to(root)} (last lines)\n{tail}", file=sys.stderr)
 
 
 def process_facts(bed: Bed) -> dict[str, Any]:

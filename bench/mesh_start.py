@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from bench.harness import Owned, say
+from bench.harness import CpuSplit, Owned, cpu_list, say
 from bench.http_setup import BODY, nginx_argv
 from bench.l4_setup import LOCALHOST, Proc, free_ports, listening, wait_until
 from bench.mesh_setup import (
@@ -52,35 +52,19 @@ TOKEN_ROLES: Final = ("zone", "ingress", "proxy", "edge")
 
 
 @dataclass(frozen=True)
-class Pinning:
+class Pinning(CpuSplit):
     """Which CPUs the load (load generator, nginx, the control planes and the bench) and the six
     proxy processes run on; None: wherever the scheduler puts them."""
-
-    load: frozenset[int] | None
-    proxies: frozenset[int] | None
-
-    @classmethod
-    def choose(cls, pin: bool) -> Pinning:
-        import os
-
-        cpus = sorted(os.sched_getaffinity(0))
-        if not pin or len(cpus) < 2:
-            return cls(None, None)
-        return cls(frozenset(cpus[:1]), frozenset(cpus[1:]))
 
     def describe(self, load: str) -> str:
         if self.load is None or self.proxies is None:
             return "no pinning: every process runs wherever the scheduler puts it"
         return (
             f"{load}, nginx, the global and zone CPs (idle during rounds) and the bench on CPU "
-            f"{_cpus(self.load)}; the three proxies of both chains on CPU {_cpus(self.proxies)} (they "
+            f"{cpu_list(self.load)}; the three proxies of both chains on CPU {cpu_list(self.proxies)} (they "
             "share it, so a chain's figures are what one core of proxying carries; one chain is "
             "loaded at a time)"
         )
-
-
-def _cpus(cpus: frozenset[int]) -> str:
-    return ",".join(str(c) for c in sorted(cpus))
 
 
 @dataclass
