@@ -55,6 +55,10 @@ class Endpoint:
     sni: str | None = None
     identity: SpiffeId | None = None
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY, compare=False, hash=False)
+    #: what identifies the endpoint within a cluster: (address, port), made once (the data path
+    #: looks endpoints up by it on every request)
+    key: tuple[str, int] = field(init=False, compare=False, repr=False)
+    _hash: int = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if not self.address:
@@ -63,11 +67,12 @@ class Endpoint:
             raise ValueError(f"endpoint port {self.port} is not in 1..65535")
         if self.weight < 1:
             raise ValueError(f"endpoint weight {self.weight} must be at least 1")
+        object.__setattr__(self, "key", (self.address, self.port))
+        fields = (self.address, self.port, self.zone, self.weight, self.sni, self.identity)
+        object.__setattr__(self, "_hash", hash(fields))
 
-    @property
-    def key(self) -> tuple[str, int]:
-        """What identifies the endpoint within a cluster: (address, port)."""
-        return (self.address, self.port)
+    def __hash__(self) -> int:
+        return self._hash
 
     def __str__(self) -> str:
         host = f"[{self.address}]" if ":" in self.address else self.address

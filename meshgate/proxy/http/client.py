@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, cast
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 from meshgate.proxy.cluster import Cluster, Endpoint
+from meshgate.proxy.http.headers import RESPONSE_SPECIAL
 from meshgate.proxy.relay import LostCallback, run_lost_callbacks
 
 if TYPE_CHECKING:
@@ -24,8 +25,9 @@ if TYPE_CHECKING:
 
 class HttpClient(asyncio.Protocol):
     __slots__ = (
-        "_headers",
+        "_parts",
         "_reason",
+        "_special",
         "cluster",
         "endpoint",
         "exchange",
@@ -62,7 +64,10 @@ class HttpClient(asyncio.Protocol):
         self.responses = 0
         self.lost_callbacks: list[LostCallback] = []
         self._reason = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        # the response head's fields as they are parsed: to forward as they came (name, ": ",
+        # value, CRLF after a slot for the status line), and the hop-by-hop and framing ones
+        self._parts: list[bytes] = [b""]
+        self._special: list[tuple[bytes, bytes]] = []
 
     # -- transport ---------------------------------------------------------------------------------
 
@@ -124,7 +129,8 @@ class HttpClient(asyncio.Protocol):
         self.server = server
         self.exchange = exchange
         self._reason = b""
-        self._headers = []
+        self._parts = [b""]
+        self._special = []
 
     def unbind(self) -> None:
         self.server = None
@@ -136,14 +142,18 @@ class HttpClient(asyncio.Protocol):
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._headers.append((name, value))
+        lower = name.lower()
+        if lower in RESPONSE_SPECIAL:
+            self._special.append((lower, value))
+        else:
+            self._parts += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
         server, exchange = self.server, self.exchange
         assert server is not None and exchange is not None
-        headers, self._headers = self._headers, []
-        reason, self._reason = self._reason, b""
-        server.response_head(exchange, self.parser.get_status_code(), reason, headers)
+        parts, special, reason = self._parts, self._special, self._reason
+        self._parts, self._special, self._reason = [b""], [], b""
+        server.response_head(exchange, self.parser.get_status_code(), reason, parts, special)
 
     def on_body(self, body: bytes) -> None:
         if self.server is not None and self.exchange is not None:

@@ -14,6 +14,10 @@ HOP_BY_HOP: Final = frozenset({
     b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })  # fmt: skip
 
+#: response fields the proxy looks at rather than forwards as they came: the hop-by-hop ones
+#: and the framing
+RESPONSE_SPECIAL: Final = HOP_BY_HOP | {b"content-length"}
+
 CLIENT_IDENTITY: Final = b"x-meshgate-client-identity"
 REQUEST_ID: Final = b"x-request-id"
 FORWARDED: Final = b"forwarded"

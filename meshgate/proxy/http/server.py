@@ -90,8 +90,8 @@ _SPECIAL: Final = h.HOP_BY_HOP | {
     b"host", b"content-length", h.CLIENT_IDENTITY, h.REQUEST_ID, h.FORWARDED, h.X_FORWARDED_FOR,
     h.X_FORWARDED_PROTO,
 }  # fmt: skip
-#: response headers dropped besides the hop-by-hop ones
-_RESPONSE_SPECIAL: Final = h.HOP_BY_HOP | {b"content-length"}
+#: ``Connection`` values that name no other field
+_PLAIN_CONNECTION: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
 
 Route = Callable[[bytes], HttpUpstreams | None]
 
@@ -246,8 +246,18 @@ class HttpServer(asyncio.Protocol):
         # the request head being parsed
         self._in_head = False
         self._url = b""
-        self._headers: list[tuple[bytes, bytes]] = []
+        # its fields, sorted as they are parsed: the ones forwarded as they came (already as the
+        # upstream head's parts: name, ": ", value, CRLF; the request line goes first) and the
+        # ones the rewrite looks at (lowercase name, value)
+        self._parts: list[bytes] = [b""]
+        self._special: list[tuple[bytes, bytes]] = []
+        self._header_count = 0
+        self._header_bytes = 0  # the fields' bytes as the limit counts them (name: value CRLF)
         self._head_received = 0
+        self._valid_host = b""  # the last Host value found valid on this connection
+        # the access log's fields shared by this connection's requests to one upstream
+        self._log_key: tuple[str, str, str] | None = None
+        self._log_context = ("", "")
         self._message_start = 0.0
         self._feeding = False
         self._last: Exchange | None = None  # the last request parsed
@@ -310,7 +320,7 @@ class HttpServer(asyncio.Protocol):
             self._parse_error(str(exc))
         else:
             if self._in_head and self._head_received > self.options.max_header_bytes:
-                if self._url and not self._headers and len(self._url) > self.options.max_request_line:
+                if self._url and not self._header_count and len(self._url) > self.options.max_request_line:
                     self._refuse(414, "request line too long")
                 else:
                     self._refuse(431, "request header block too large")
@@ -449,7 +459,10 @@ class HttpServer(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self._in_head = True
         self._url = b""
-        self._headers = []
+        self._parts = [b""]
+        self._special = []
+        self._header_count = 0
+        self._header_bytes = 0
         now = _now()
         self._message_start = now
         if self.current is None:
@@ -464,7 +477,13 @@ class HttpServer(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         # Limits are checked once the head is complete (``_exchange``); until then the bytes
         # read for a head are bounded in data_received.
-        self._headers.append((name, value))
+        self._header_count += 1
+        self._header_bytes += len(name) + len(value) + 4
+        lower = name.lower()
+        if lower in _SPECIAL:
+            self._special.append((lower, value))
+        else:
+            self._parts += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -514,9 +533,9 @@ class HttpServer(asyncio.Protocol):
     def _exchange(self) -> Exchange:
         """Check the head just parsed and build the exchange with its upstream head.
 
-        The common case costs one pass over the headers: every field the rewrite does not look at
-        is copied as it came; the rare ones (a ``Connection`` naming other fields, forwarding
-        headers from the client) take a second, slower pass."""
+        ``on_header`` sorted the fields as they came: every one the rewrite does not look at is
+        in the upstream head's parts already; only the ones it does (Host, framing, hop-by-hop,
+        forwarding) are looked at here."""
         parser = self.parser
         site = self.site
         options = self.options
@@ -526,27 +545,18 @@ class HttpServer(asyncio.Protocol):
         method: bytes = parser.get_method()
         if method == b"CONNECT":
             raise HttpError(405, "CONNECT is not supported")
-        headers = self._headers
         target = self._url
         if len(target) > options.max_request_line:
             raise HttpError(414, "request line too long")
-        if len(headers) > options.max_headers:
+        if self._header_count > options.max_headers:
             raise HttpError(431, f"more than {options.max_headers} header fields")
         # Not guarded by ``_head_received``: it is reset before this runs, and a head pipelined
         # behind another one in the same read is not counted in it.
-        if sum(len(n) + len(v) + 4 for n, v in headers) + len(target) > options.max_header_bytes:
+        if self._header_bytes + len(target) > options.max_header_bytes:
             raise HttpError(431, "request header block too large")
 
-        parts = [b""]  # the request line goes first, once the target is known
-        special: list[tuple[bytes, bytes]] | None = None
-        for name, value in headers:
-            lower = name.lower()
-            if lower in _SPECIAL:
-                if special is None:
-                    special = []
-                special.append((lower, value))
-            else:
-                parts += (name, b": ", value, b"\r\n")
+        parts = self._parts  # the request line goes first, once the target is known
+        special = self._special
 
         exchange = Exchange()
         exchange.method = method
@@ -558,7 +568,7 @@ class HttpServer(asyncio.Protocol):
         host: bytes | None = None
         request_id = b""
         tail = self._forwarding
-        if special is not None:
+        if special:
             hosts = 0
             connection: list[bytes] = []
             xff: list[bytes] = []
@@ -589,8 +599,10 @@ class HttpServer(asyncio.Protocol):
                 # the caller-identity header and the other hop-by-hop fields are dropped
             if hosts > 1:
                 raise HttpError(400, "more than one Host header")
-            if host is not None and not h.valid_host(host):
-                raise HttpError(400, "invalid Host header")
+            if host is not None and host != self._valid_host:  # keep-alive clients repeat theirs
+                if not h.valid_host(host):
+                    raise HttpError(400, "invalid Host header")
+                self._valid_host = host
             if connection:
                 # Content-Length stays whatever Connection says: the body is forwarded as it came,
                 # and without its length the upstream would read it as the next request
@@ -751,8 +763,16 @@ class HttpServer(asyncio.Protocol):
     # -- the response (called by HttpClient) -------------------------------------------------------
 
     def response_head(
-        self, exchange: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]
+        self,
+        exchange: Exchange,
+        status: int,
+        reason: bytes,
+        parts: list[bytes],
+        special: list[tuple[bytes, bytes]],
     ) -> None:
+        """The upstream's response head: ``parts`` holds its fields to forward as they came (name,
+        ": ", value, CRLF; ``parts[0]`` is for the status line), ``special`` the hop-by-hop and
+        framing ones (lowercase name, value), sorted by the client as they were parsed."""
         if exchange.response_started:
             self.upstream_failed(exchange, "protocol", "a second response head from upstream")
             return
@@ -769,34 +789,25 @@ class HttpServer(asyncio.Protocol):
             return
         exchange.status = status
         exchange.response_started = True
-        parts = [b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, "").encode())]
-        special: list[tuple[bytes, bytes]] | None = None
-        for name, value in headers:
-            lower = name.lower()
-            if lower in _RESPONSE_SPECIAL:
-                if special is None:
-                    special = []
-                special.append((lower, value))
-            else:
-                parts += (name, b": ", value, b"\r\n")
+        parts[0] = b"HTTP/1.1 %d %s\r\n" % (status, reason or REASONS.get(status, "").encode())
         chunked = False
         length = b""
         upgrade = b""
-        if special is not None:
-            connection: list[bytes] = []
-            for lower, value in special:
-                if lower == b"content-length":
-                    length = value
-                elif lower == b"transfer-encoding":
-                    chunked = True
-                elif lower == b"connection":
+        connection: list[bytes] = []
+        for lower, value in special:
+            if lower == b"content-length":
+                length = value
+            elif lower == b"transfer-encoding":
+                chunked = True
+            elif lower == b"connection":
+                if value.lower() not in _PLAIN_CONNECTION:  # the usual ones name no field
                     connection += h.connection_tokens(value)
-                elif lower == b"upgrade":
-                    upgrade = value
-            if connection and connection != [b"keep-alive"]:
-                nominated = {t for t in connection if t not in (b"close", b"keep-alive", b"upgrade")}
-                if nominated:
-                    parts = _without(parts, nominated)
+            elif lower == b"upgrade":
+                upgrade = value
+        if connection:
+            nominated = {t for t in connection if t not in (b"close", b"keep-alive", b"upgrade")}
+            if nominated:
+                parts = _without(parts, nominated)
         if length and not chunked:  # with Transfer-Encoding, Content-Length is ignored (RFC 9112 6.3)
             parts += (b"content-length: ", length, b"\r\n")
         if status == 101:
@@ -971,10 +982,16 @@ class HttpServer(asyncio.Protocol):
         stats.finished(exchange.method_label, exchange.status, zone, now - exchange.started)
         access_log = self.site.access_log
         if access_log is not None and access_log.wanted(exchange.status):
+            key = (exchange.service, exchange.upstream_label, zone)
+            if key != self._log_key:
+                self._log_key = key
+                self._log_context = access_log.context(
+                    self.site.name, exchange.service, self.client_address, self.peer_id,
+                    exchange.upstream_label, zone,
+                )  # fmt: skip
             access_log.request(
-                exchange.request_id, self.site.name, exchange.service, exchange.method, exchange.target,
-                exchange.status, now - exchange.started, exchange.bytes_in, exchange.bytes_out,
-                self.client_address, self.peer_id, exchange.upstream_label, zone, error,
+                exchange.request_id, exchange.method, exchange.target, exchange.status, now - exchange.started,
+                exchange.bytes_in, exchange.bytes_out, self._log_context, error,
             )  # fmt: skip
 
     def _finish(self, exchange: Exchange, *, reusable: bool) -> None:
