@@ -230,8 +230,24 @@ def run_proxies(args: argparse.Namespace) -> int:
     return 1 if propagation["missing_proxies"] or propagation["missing_zones"] else 0
 
 
+def parse(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line, with the suite's options written before a scenario's name applied to it."""
+    top = parser()
+    args = top.parse_args(argv)
+    if args.scenario not in (None, "all"):
+        # the suite's options given before a scenario's name: --quick and --results-dir mean the
+        # same for one scenario; --only, --skip and --reuse choose scenarios, which a name did
+        if args.suite_only or args.suite_skip or args.suite_reuse:
+            top.error(f"--only, --skip and --reuse are for the suite, not with a scenario ({args.scenario})")
+        if args.suite_quick:
+            args.quick = True
+        if args.suite_results_dir and not args.results_dir:
+            args.results_dir = args.suite_results_dir
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    args = parse(argv)
     if args.scenario == "sync":
         import uvloop
 

@@ -122,3 +122,24 @@ def test_the_command_line_reusing_a_results_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert unknown.returncode == 2
     assert "no scenario nosuch" in unknown.stderr
+
+
+@pytest.mark.parametrize(
+    "scenario", ["sync", "proxies", "http", "l4", "mesh", "latency", "memory", "anycast"]
+)
+def test_suite_options_before_a_scenario_name_apply_to_the_scenario(scenario: str) -> None:
+    from bench.__main__ import parse
+
+    args = parse(["--quick", "--results-dir", "/tmp/elsewhere", scenario])
+    assert args.quick is True
+    assert args.results_dir == "/tmp/elsewhere"
+    assert parse([scenario]).quick is False
+
+
+def test_suite_only_options_with_a_scenario_are_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.__main__ import parse
+
+    with pytest.raises(SystemExit) as exit_info:
+        parse(["--skip", "l4", "http"])
+    assert exit_info.value.code == 2
+    assert "--only, --skip and --reuse are for the suite" in capsys.readouterr().err
