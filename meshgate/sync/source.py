@@ -3,15 +3,21 @@
 Feed it what the sink says (``on_message``) and which keys changed (``mark_dirty``); ask it
 what to send (``poll``). It keeps what the sink has acknowledged, so after a reconnect (a new
 session whose ``hello`` lists what the sink holds) only differences are sent.
+
+Every key where the sink may differ from the view is dirty or in flight, and ``poll`` takes
+every dirty key: once the sink acknowledges an update it holds the view as it was at that
+``poll``. A ``SnapshotView`` keeps each state as an immutable mapping, so the session then keeps
+a reference to it (shared by every session of the view at that state) instead of a copy.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
+from meshgate.sync.acked import Acked
 from meshgate.sync.messages import Ack, Hello, Message, Nack, ProtocolError, Update, Upsert
 
 
@@ -32,6 +38,15 @@ class SourceView(Protocol):
     def entry(self, key: str) -> Entry | None: ...
 
     def keys(self) -> Iterable[str]: ...
+
+
+@runtime_checkable
+class SnapshotView(SourceView, Protocol):
+    """A view whose every state is an immutable mapping: a change makes a new one."""
+
+    def snapshot(self) -> Mapping[str, Entry]:
+        """The current entries by key; never changed after it is returned."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,7 @@ class _InFlight:
     version: int
     sent: dict[str, str | None]  # key -> version sent (None: removed)
     changed_at: dict[str, float]
+    snapshot: Mapping[str, Entry] | None  # the view's state, if a SnapshotView: what an ACK makes
 
 
 @dataclass
@@ -75,11 +91,16 @@ class SourceSession:
     now: Callable[[], float]
     settings: SourceSettings = field(default_factory=SourceSettings)
     stats: SourceStats = field(default_factory=SourceStats)
-    _known: dict[str, str] | None = None  # None until hello
+    _known: Acked | None = None  # None until hello
     _dirty: dict[str, float] = field(default_factory=dict)  # key -> when it first changed
     _inflight: _InFlight | None = None
     _retry_at: float = 0.0
     _backoff: float = 0.0
+    _snapshot: Callable[[], Mapping[str, Entry]] | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.view, SnapshotView):  # once: a protocol check is slow
+            self._snapshot = self.view.snapshot
 
     @property
     def ready(self) -> bool:
@@ -87,7 +108,11 @@ class SourceSession:
 
     @property
     def known(self) -> dict[str, str]:
-        return dict(self._known or {})
+        return {} if self._known is None else self._known.as_dict()
+
+    def shares(self, snapshot: Mapping[str, Entry]) -> bool:
+        """Whether what the sink holds is kept as ``snapshot`` itself (a view's state, shared)."""
+        return self._known is not None and self._known.shares(snapshot)
 
     def pending_since(self) -> float | None:
         """When the oldest change not yet acknowledged by the sink was seen, if any."""
@@ -118,18 +143,17 @@ class SourceSession:
             case Hello(known=known, applied_version=applied):
                 if self._known is not None:
                     raise ProtocolError("hello sent twice")
-                self._known = dict(known)
+                self._known = Acked(known)
                 self.stats.applied_version = applied
                 self.mark_dirty(set(known) | set(self.view.keys()))
                 return None
             case Ack(nonce=nonce, version=version):
                 flight = self._take(nonce)
                 assert self._known is not None
-                for key, sent in flight.sent.items():
-                    if sent is None:
-                        self._known.pop(key, None)
-                    else:
-                        self._known[key] = sent
+                if flight.snapshot is not None:
+                    self._known.rebase(flight.snapshot)
+                else:
+                    self._known.apply(flight.sent)
                 self.stats.acks += 1
                 self.stats.applied_version = version
                 self._backoff, self._retry_at = 0.0, 0.0
@@ -156,23 +180,27 @@ class SourceSession:
 
     def poll(self) -> list[Update]:
         """The next update to send, in parts, or nothing (not ready, busy, backing off, no change)."""
-        if self._known is None or self._inflight is not None or self.now() < self._retry_at:
+        known = self._known
+        if known is None or self._inflight is not None or self.now() < self._retry_at:
             return []
+        snapshot = None if self._snapshot is None else self._snapshot()
+        entry_of = self.view.entry if snapshot is None else snapshot.get
         changes: dict[str, Entry | None] = {}
         changed_at: dict[str, float] = {}
         for key, at in self._dirty.items():
-            entry = self.view.entry(key)
-            if (entry.version if entry else None) != self._known.get(key):
+            entry = entry_of(key)
+            if (entry.version if entry else None) != known.version(key):
                 changes[key] = entry
                 changed_at[key] = at
         self._dirty.clear()
         if not changes:
+            if snapshot is not None:
+                known.rebase(snapshot)  # nothing differs: the sink holds this state
             return []
         nonce = secrets.token_urlsafe(12)
         version = self.view.version
-        self._inflight = _InFlight(
-            nonce, version, {k: (e.version if e else None) for k, e in changes.items()}, changed_at
-        )
+        sent = {k: (e.version if e else None) for k, e in changes.items()}
+        self._inflight = _InFlight(nonce, version, sent, changed_at, snapshot)
         self.stats.updates_sent += 1
         return _split(nonce, version, changes, self.settings.max_message_bytes)
 

@@ -7,7 +7,8 @@ one cluster to the proxies that use it.
 Proxies whose configuration is the same (every local proxy, every ingress, each edge by name:
 ``ProxyIdentity.config_key``) share one view: it is generated, encoded and hashed once per
 recompute whatever the number of proxies, and a document whose content did not change keeps
-its entry (no encoding, no hashing).
+its entry (no encoding, no hashing). Each state of a view is an immutable mapping
+(``SnapshotView``): a proxy's stream that acknowledged it keeps a reference to it, not a copy.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from meshgate.clock import Clock
@@ -60,7 +61,8 @@ class ProxyIdentity:
 
 
 class ProxyView:
-    """The current documents of the proxies of one ``config_key``, as sync entries."""
+    """The current documents of the proxies of one ``config_key``, as sync entries. A change
+    makes a new mapping (``snapshot``); a mapping once made is never changed."""
 
     def __init__(self) -> None:
         self.version = 0
@@ -71,6 +73,9 @@ class ProxyView:
 
     def keys(self) -> Iterable[str]:
         return list(self._entries)
+
+    def snapshot(self) -> Mapping[str, Entry]:
+        return self._entries
 
     def replace(self, docs: dict[str, configgen.Doc], version: int) -> set[str]:
         """Install ``docs``; return the keys whose content changed (or went away). An entry
@@ -91,7 +96,9 @@ class ProxyView:
             fresh[key] = Entry(version_of, doc, len(text), text)
             changed.add(key)
         changed.update(previous.keys() - fresh.keys())
-        self._entries, self.version = fresh, version
+        if changed:  # unchanged, the streams that share the current mapping keep sharing it
+            self._entries = fresh
+        self.version = version
         return changed
 
 
