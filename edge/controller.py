@@ -11,6 +11,9 @@ once, so a zone failure reaches BGP within ``fall`` probe rounds.
 
 What is reported (``EdgeStatus``, ``/status``, metrics) is what ExaBGP confirmed: a VIP counts as
 announced only when ExaBGP acknowledged the route and a BGP session is established.
+
+``bgp.speaker`` (the ExaBGP process, its configuration and API) is imported when a speaker is first
+started: an edge with BGP disabled never loads it.
 """
 
 from __future__ import annotations
@@ -20,16 +23,18 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bgp.announcer import Announcer, Plan
 from bgp.commands import RouteAttributes, route_prefix
 from bgp.settings import BgpSettings, settings_from_spec
-from bgp.speaker import ConfigInvalid, Speaker, SpeakerError
 from edge.config import EdgeConfig
 from edge.health import Verdict, config_verdict, vip_verdicts
 from edge.proxy import EdgeProxy
 from meshgate.lifecycle import OwnedTask
+
+if TYPE_CHECKING:
+    from bgp.speaker import Speaker
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +157,8 @@ class Controller:
         self.settings = settings
         if settings is None:
             return
+        from bgp.speaker import ConfigInvalid, Speaker, SpeakerError
+
         speaker = Speaker(settings, self.workdir / "bgp", exabgp=self.config.bgp.exabgp, on_change=self.kick)
         try:
             await speaker.start()
@@ -175,6 +182,8 @@ class Controller:
         speaker = self.speaker
         if speaker is None or not speaker.running:
             return
+        from bgp.speaker import SpeakerError
+
         wanted: dict[str, RouteAttributes] = {}
         for vip, route in plan.routes.items():
             if route is not None:

@@ -1,11 +1,14 @@
-"""A small blocking HTTP client for the global CP API (the CLI needs nothing more)."""
+"""A small blocking HTTP client for the global CP API (the CLI needs nothing more).
+
+``urllib.request`` (and with it ``http.client`` and ``email``, about 1 MB) is imported on the
+first request: the edge command group imports this module, and ``meshgate edge run`` never
+sends one.
+"""
 
 from __future__ import annotations
 
 import json
 import ssl
-import urllib.error
-import urllib.request
 from typing import Any
 
 from meshgate.cli.settings import Settings
@@ -54,6 +57,9 @@ class Client:
             headers["Content-Type"] = content_type
         if self.settings.token:
             headers["Authorization"] = f"Bearer {self.settings.token}"
+        import urllib.error
+        import urllib.request
+
         url = self.settings.server + path
         request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
         try:
