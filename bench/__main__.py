@@ -80,10 +80,12 @@ def parser() -> argparse.ArgumentParser:
     l4.add_argument("--results-dir", help="write the results there instead of bench/results/")
     http = scenarios.add_parser(
         "http",
-        help="data path: one HTTP/1.1 proxy hop's requests/s, latency and CPU per request against HAProxy",
+        help="data path: one HTTP/1.1 proxy hop's requests/s, latency and CPU per request against "
+        "HAProxy and nginx",
         description="wrk -> proxy -> nginx, the proxy being the meshgate HTTP engine (the local "
-        "proxy's inbound path without TLS) or HAProxy (mode http, nbthread 1), both logging every "
-        "request; wrk rounds alternate between them. Results go to bench/results/.",
+        "proxy's inbound path without TLS), HAProxy (mode http, nbthread 1) or nginx (one process, "
+        "proxy_pass with an upstream keep-alive pool), each logging every request; wrk rounds "
+        "alternate between them. Results go to bench/results/.",
     )
     http.add_argument("--quick", action="store_true", help="smoke run: 1 round per proxy of 3 s")
     http.add_argument("--rounds", type=_positive, help="rounds per proxy (default 5)")

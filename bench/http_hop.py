@@ -1,14 +1,15 @@
 """The HTTP data path: one HTTP/1.1 proxy hop's request rate, latency and CPU per request,
-meshgate's HTTP engine against HAProxy doing the same hop.
+meshgate's HTTP engine against HAProxy and nginx doing the same hop.
 
     wrk (-t1, C keep-alive connections) -> proxy -> nginx (return 200, ~100-byte body)
 
 The meshgate hop is ``bench.http_node``: the local proxy's inbound request path (``Site`` ->
 ``HttpUpstreams`` -> one cluster) without TLS termination, metrics and access log on (every
-request logged). HAProxy 2.6 does the same in HTTP mode with ``nbthread 1``, its log on. Both
-keep their connections to nginx alive and reuse them. Rounds alternate between the proxies
-(meshgate, HAProxy, meshgate, ...), each one wrk run after a short warm-up, with the proxy's
-CPU time read from /proc before and after.
+request logged). HAProxy 2.6 does the same in HTTP mode with ``nbthread 1``, its log on, and
+nginx 1.22 as a reverse proxy in one process, its access log on. All keep their connections to
+nginx alive and reuse them. Rounds alternate between the proxies (meshgate, HAProxy, nginx,
+meshgate, ...), each one wrk run after a short warm-up, with the proxy's CPU time read from
+/proc before and after.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import resource
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +54,7 @@ from bench.http_setup import (
     Ports,
     count_haproxy_log,
     count_meshgate_log,
+    count_nginx_log,
     haproxy_argv,
     haproxy_config,
     haproxy_server_stats,
@@ -61,6 +63,9 @@ from bench.http_setup import (
     missing_binaries,
     nginx_argv,
     nginx_config,
+    nginx_proxy_argv,
+    nginx_proxy_config,
+    nginx_proxy_errors,
     parse_wrk,
     truncate,
     versions,
@@ -69,13 +74,17 @@ from bench.l4_chain import CpuTimes, irq_time_accounting
 from bench.l4_setup import LOCALHOST, Proc, free_ports, listening, wait_until
 
 SCENARIO: Final = "http"
-PROXIES: Final = ("meshgate", "haproxy")
+#: the proxies in the order each round runs them; "nginx" in a record is the workload
+PROXIES: Final = ("meshgate", "haproxy", "nginx_proxy")
+#: meshgate's peers: the summary's ``meshgate_over_<peer>`` ratios
+PEERS: Final = ("haproxy", "nginx_proxy")
 START_TIMEOUT: Final = 30.0
 #: wrk runs before the rounds, per proxy (not measured): the first connections, the pools, caches
 WARMUP_SECONDS: Final = 2
 #: a wrk run before each measured round (not measured), so that each starts from the same state
 ROUND_WARMUP_SECONDS: Final = 1
-#: after wrk exits: meshgate's access log is flushed on its 0.25 s tick
+#: after wrk exits: meshgate's access log is flushed on its 0.25 s tick, nginx's 0.25 s after its
+#: first pending line
 SETTLE_SECONDS: Final = 0.6
 PROFILE_RATE: Final = 200
 PROFILE_TOP: Final = 25
@@ -105,8 +114,8 @@ class Pinning(CpuSplit):
         if self.load is None or self.proxies is None:
             return "no pinning: every process runs wherever the scheduler puts it"
         return (
-            f"wrk and nginx (and the bench) on CPU {cpu_list(self.load)}; both proxies on CPU "
-            f"{cpu_list(self.proxies)} (one is loaded at a time, the other idles)"
+            f"wrk and nginx (and the bench) on CPU {cpu_list(self.load)}; the proxies on CPU "
+            f"{cpu_list(self.proxies)} (one is loaded at a time, the others idle)"
         )
 
 
@@ -118,9 +127,10 @@ class Hop:
     port: int
     proc: Proc
     log: Path
+    counter: Callable[[Path], LogCounts]
 
     def count_log(self) -> LogCounts:
-        return count_meshgate_log(self.log) if self.name == "meshgate" else count_haproxy_log(self.log)
+        return self.counter(self.log)
 
 
 def _per_request_log(log: Path) -> bool:
@@ -143,6 +153,7 @@ def run(params: Params) -> dict[str, Any]:
         "setup": {
             **versions(),
             "haproxy_threads": 1,
+            "nginx_proxy": "one process (master_process off), upstream keepalive pool of --connections",
             "meshgate_event_loop": "uvloop, one process",
             "irq_time_accounting": irq_time_accounting(),
             "pinning": pinning.describe(),
@@ -179,11 +190,13 @@ def _read_json(path: Path) -> Any:
 def _scenario(
     params: Params, pinning: Pinning, root: Path, owned: Owned, record: dict[str, Any], profile_dir: Path
 ) -> None:
-    nginx_port, meshgate_port, haproxy_port = free_ports(3)
-    ports = Ports(nginx=nginx_port, meshgate=meshgate_port, haproxy=haproxy_port)
+    nginx_port, meshgate_port, haproxy_port, nginx_proxy_port = free_ports(4)
+    ports = Ports(
+        nginx=nginx_port, meshgate=meshgate_port, haproxy=haproxy_port, nginx_proxy=nginx_proxy_port
+    )
     record["setup"]["ports"] = asdict(ports)
 
-    say("starting nginx, the meshgate node and HAProxy")
+    say("starting nginx, the meshgate node, HAProxy and the nginx proxy")
     nginx_argv_ = nginx_argv(nginx_config(root, ports.nginx), root)
     nginx = owned.add(Proc("nginx", nginx_argv_, root / "nginx.log", cpus=pinning.load))
     wait_until(lambda: listening(ports.nginx), timeout=START_TIMEOUT, what="nginx to listen")
@@ -191,13 +204,23 @@ def _scenario(
     meshgate = owned.add(Proc("meshgate", meshgate_argv(spec), root / "meshgate.log", cpus=pinning.proxies))
     haproxy_argv_ = haproxy_argv(haproxy_config(root, ports))
     haproxy = owned.add(Proc("haproxy", haproxy_argv_, root / "haproxy.log", cpus=pinning.proxies))
+    nginx_proxy_argv_ = nginx_proxy_argv(nginx_proxy_config(root, ports, params.connections), root)
+    nginx_proxy = owned.add(
+        Proc("nginx_proxy", nginx_proxy_argv_, root / "nginx-proxy.log", cpus=pinning.proxies)
+    )
     hops = {
-        "meshgate": Hop("meshgate", ports.meshgate, meshgate, root / "meshgate-access.log"),
-        "haproxy": Hop("haproxy", ports.haproxy, haproxy, root / "haproxy.log"),
+        "meshgate": Hop(
+            "meshgate", ports.meshgate, meshgate, root / "meshgate-access.log", count_meshgate_log
+        ),
+        "haproxy": Hop("haproxy", ports.haproxy, haproxy, root / "haproxy.log", count_haproxy_log),
+        "nginx_proxy": Hop(
+            "nginx_proxy", ports.nginx_proxy, nginx_proxy, root / "nginx-proxy-access.log", count_nginx_log
+        ),
     }
     ready = Path(json.loads(spec.read_text())["ready_file"])
     wait_until(ready.exists, timeout=START_TIMEOUT, what="the meshgate node to listen")
     wait_until(lambda: listening(ports.haproxy), timeout=START_TIMEOUT, what="HAProxy to listen")
+    wait_until(lambda: listening(ports.nginx_proxy), timeout=START_TIMEOUT, what="the nginx proxy to listen")
     for proc in (nginx, *(hop.proc for hop in hops.values())):
         if not proc.alive():
             raise RuntimeError(f"{proc!r} exited at start:\n{proc.tail()}")
@@ -260,6 +283,7 @@ def _scenario(
     for hop in hops.values():  # stopped now so that meshgate's stats file is written
         if hop.proc.stop(10) is None:
             say(f"{hop.name} did not exit within 10 s of SIGTERM")
+    record["nginx_proxy_error_log"] = nginx_proxy_errors(root)[-20:]
 
 
 def _threads(pid: int) -> int:
@@ -379,7 +403,8 @@ def _wrk_round(
 
 
 def summarise(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Per proxy: medians over its good rounds, error totals; then meshgate / HAProxy."""
+    """Per proxy: medians over its good rounds, error totals; then meshgate over each peer
+    (``meshgate_over_haproxy``, ``meshgate_over_nginx_proxy``)."""
     summary: dict[str, Any] = {}
     for name in PROXIES:
         good = [r for r in rounds if r["proxy"] == name and not r.get("error")]
@@ -418,13 +443,15 @@ def summarise(rounds: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             },
             "median_load_cpus_idle_s": median([r["load_cpus"]["idle_s"] for r in good if "load_cpus" in r]),
         }
-    m, h = summary["meshgate"], summary["haproxy"]
-    summary["meshgate_over_haproxy"] = {
-        "rps": _ratio(m["median_rps"], h["median_rps"]),
-        "cpu_us_per_request": _ratio(m["median_cpu_us_per_request"], h["median_cpu_us_per_request"]),
-        "p50": _ratio(m["median_p50_s"], h["median_p50_s"]),
-        "p99": _ratio(m["median_p99_s"], h["median_p99_s"]),
-    }
+    m = summary["meshgate"]
+    for peer in PEERS:
+        h = summary[peer]
+        summary[f"meshgate_over_{peer}"] = {
+            "rps": _ratio(m["median_rps"], h["median_rps"]),
+            "cpu_us_per_request": _ratio(m["median_cpu_us_per_request"], h["median_cpu_us_per_request"]),
+            "p50": _ratio(m["median_p50_s"], h["median_p50_s"]),
+            "p99": _ratio(m["median_p99_s"], h["median_p99_s"]),
+        }
     return summary
 
 
@@ -434,8 +461,9 @@ def _ratio(a: float, b: float) -> float:
 
 def problems(record: Mapping[str, Any]) -> list[str]:
     """What went wrong in the measured rounds (and the profile's): failed rounds, responses other
-    than 2xx/3xx, socket errors, requests a proxy logged with another status than 2xx, and
-    meshgate's own error counters. Empty: a clean run."""
+    than 2xx/3xx, socket errors, requests a proxy logged with another status than 2xx or fewer
+    2xx than wrk completed, meshgate's own error counters and the nginx proxy's error log.
+    Empty: a clean run."""
     found: list[str] = []
     for r in record.get("rounds", []):
         where = f"round {r['round']} {r['proxy']}"
@@ -449,6 +477,11 @@ def problems(record: Mapping[str, Any]) -> list[str]:
         others = {k: v for k, v in r["logged"]["by_class"].items() if k != "2xx"}
         if others:
             found.append(f"{where}: the proxy logged {others}")
+        logged_2xx = r["logged"]["by_class"].get("2xx", 0)
+        if logged_2xx < r["requests"]:  # each request wrk completed was answered, so logged
+            found.append(
+                f"{where}: the proxy logged {logged_2xx} 2xx for the {r['requests']} requests wrk completed"
+            )
         if r["logged"]["other_errors"]:
             found.append(f"{where}: the proxy logged errors {r['logged']['other_errors']}")
         warm = r.get("warmup", {})
@@ -464,6 +497,8 @@ def problems(record: Mapping[str, Any]) -> list[str]:
                 found.append(f"meshgate {key} retries: {http['retries']}")
     elif record.get("rounds"):
         found.append("meshgate wrote no stats (it did not exit cleanly on SIGTERM)")
+    for line in record.get("nginx_proxy_error_log") or []:
+        found.append(f"the nginx proxy's error log: {line}")
     return found
 
 

@@ -4,12 +4,14 @@ proxies counted over the run, and the profile's top functions when there is one.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from bench.harness import markdown_table, mib
 
-LABELS = {"meshgate": "meshgate", "haproxy": "HAProxy"}
-PROXIES = ("meshgate", "haproxy")
+LABELS = {"meshgate": "meshgate", "haproxy": "HAProxy", "nginx_proxy": "nginx proxy"}
+#: the proxies' columns, in the order of the rounds ("nginx" alone is the workload)
+PROXIES = ("meshgate", "haproxy", "nginx_proxy")
 
 
 def _num(value: float | None, fmt: str, unit: str = "") -> str:
@@ -26,7 +28,7 @@ def render(record: dict[str, Any]) -> str:
     p, m, setup = record["params"], record["machine"], record["setup"]
     summary = record.get("summary", {})
     head = (
-        f"## http: one HTTP/1.1 proxy hop, meshgate vs HAProxy "
+        f"## http: one HTTP/1.1 proxy hop, meshgate vs HAProxy and nginx "
         f"({p['rounds']} rounds x {p['seconds']} s each, {p['connections']} connections"
         f"{', quick' if p['quick'] else ''})\n\n"
         f"{m['cpus']} CPUs, load average at start {m['loadavg_at_start']}, at end "
@@ -41,163 +43,22 @@ def render(record: dict[str, Any]) -> str:
         "access log of every request to a file. "
         f"HAProxy: {setup['haproxy']}, `mode http`, `nbthread 1`, `http-reuse safe`, `option httplog` "
         "to a file, X-Forwarded-For/-Proto, Forwarded and a request id added as meshgate does. "
-        f"Each round: {setup['warmup_s']['before_each_round']} s of wrk to warm up (not measured), "
-        "then the measured run; rounds alternate meshgate, HAProxy, meshgate, …\n\n"
+        + _nginx_proxy_note(record)
+        + f"Each round: {setup['warmup_s']['before_each_round']} s of wrk to warm up (not measured), "
+        f"then the measured run; rounds alternate {', '.join(LABELS[n] for n in _names(record))}, "
+        "meshgate, …\n\n"
         f"Pinning: {setup['pinning']}.\n\n"
     )
-    rows: list[list[str]] = []
-    mg, hp = summary.get("meshgate", {}), summary.get("haproxy", {})
-    ratio = summary.get("meshgate_over_haproxy", {})
-    if mg and hp:
-
-        def rps(s: dict[str, Any]) -> str:
-            return f"{_num(s['median_rps'], ',.0f')} ({_num(s['min_rps'], ',.0f')} to {_num(s['max_rps'], ',.0f')})"
-
-        def cpu(s: dict[str, Any]) -> str:
-            return (
-                f"{_num(s['median_cpu_us_per_request'], '.1f', ' µs')} "
-                f"({_num(s['min_cpu_us_per_request'], '.1f')} to {_num(s['max_cpu_us_per_request'], '.1f')})"
-            )
-
-        def errors(s: dict[str, Any]) -> str:
-            e = s["socket_errors_total"]
-            keys = ("connect", "read", "write", "timeout")
-            return " / ".join(str(e.get(k, 0)) for k in keys)
-
-        def logged(s: dict[str, Any]) -> str:
-            by_class = ", ".join(f"{k} {v:,}" for k, v in sorted(s["logged_by_class_total"].items()))
-            return f"{by_class or 'none'}; cut by wrk's stop: {s['logged_cut_by_client_total']}"
-
-        rows += [
-            [
-                f"requests/s, median of rounds (min to max); rounds ok: {mg['rounds_ok']} / {hp['rounds_ok']}",
-                rps(mg),
-                rps(hp),
-                _num(ratio.get("rps"), ".2f"),
-            ],
-            [
-                "latency p50 (wrk), median of rounds",
-                _ms(mg["median_p50_s"]),
-                _ms(hp["median_p50_s"]),
-                _num(ratio.get("p50"), ".2f"),
-            ],
-            [
-                "latency p99 (wrk), median of rounds",
-                _ms(mg["median_p99_s"]),
-                _ms(hp["median_p99_s"]),
-                _num(ratio.get("p99"), ".2f"),
-            ],
-            [
-                "CPU per request, proxy utime+stime / requests, median (min to max)",
-                cpu(mg),
-                cpu(hp),
-                _num(ratio.get("cpu_us_per_request"), ".2f"),
-            ],
-            [
-                "proxy's CPU use during a round (CPU s / wall s), median",
-                _num(mg["median_proxy_busy"] * 100, ".0f", " %"),
-                _num(hp["median_proxy_busy"] * 100, ".0f", " %"),
-                "",
-            ],
-            [
-                "nginx CPU per request, median",
-                _num(mg["median_nginx_cpu_us_per_request"], ".1f", " µs"),
-                _num(hp["median_nginx_cpu_us_per_request"], ".1f", " µs"),
-                "",
-            ],
-            [
-                "requests completed (wrk), all rounds",
-                f"{mg['requests_total']:,}",
-                f"{hp['requests_total']:,}",
-                "",
-            ],
-            [
-                "responses with status ≥ 400 (wrk's non-2xx/3xx), all rounds",
-                str(mg["non_2xx_3xx_total"]),
-                str(hp["non_2xx_3xx_total"]),
-                "",
-            ],
-            [
-                "socket errors (wrk): connect / read / write / timeout, all rounds",
-                errors(mg),
-                errors(hp),
-                "",
-            ],
-            ["requests the proxy logged, by status class, all rounds", logged(mg), logged(hp), ""],
-        ]
-    rss = record.get("rss", {})
-    if rss:
-
-        def rss_of(name: str, key: str) -> str:
-            return mib(rss.get(name, {}).get(key, math.nan))
-
-        rows.append(
-            [
-                "RSS idle (before any connection)",
-                rss_of("meshgate", "idle_bytes"),
-                rss_of("haproxy", "idle_bytes"),
-                "",
-            ]
-        )
-        if "after_rounds_bytes" in rss.get("meshgate", {}):
-            rows.append(
-                [
-                    "RSS after the rounds / peak",
-                    f"{rss_of('meshgate', 'after_rounds_bytes')} / {rss_of('meshgate', 'peak_bytes')}",
-                    f"{rss_of('haproxy', 'after_rounds_bytes')} / {rss_of('haproxy', 'peak_bytes')}",
-                    "",
-                ]
-            )
-    threads = setup.get("threads_after_rounds")
-    if threads:
-        rows.append(
-            [
-                "threads",
-                f"{threads['meshgate']} (event loop + libuv's worker pool)",
-                f"{threads['haproxy']} (nbthread 1)",
-                "",
-            ]
-        )
-    if mg and hp:
-        pinned = setup.get("pinned_cpus", {})
-        if pinned.get("proxies"):
-
-            def core(s: dict[str, Any]) -> str:
-                c = s["median_proxy_cpus"]
-                keys = ("idle_s", "interrupts_s", "other_processes_s", "steal_s")
-                return " / ".join(_num(c[k], ".2f") for k in keys) + " s"
-
-            rows.append(
-                [
-                    f"the proxies' CPU {','.join(map(str, pinned['proxies']))} during a round: idle / "
-                    "interrupts / other processes / stolen, median",
-                    core(mg),
-                    core(hp),
-                    "",
-                ]
-            )
-            rows.append(
-                [
-                    f"the load's CPU {','.join(map(str, pinned['load']))} (wrk, nginx) idle during a round, median",
-                    _num(mg["median_load_cpus_idle_s"], ".2f", " s"),
-                    _num(hp["median_load_cpus_idle_s"], ".2f", " s"),
-                    "",
-                ]
-            )
-        rows.append(
-            [
-                "CPU used by the rest of the machine during a round, median",
-                _num(mg["median_rest_of_machine_s"], ".1f", " s"),
-                _num(hp["median_rest_of_machine_s"], ".1f", " s"),
-                "",
-            ]
-        )
-    out = head + markdown_table(["figure", "meshgate", "HAProxy", "meshgate / HAProxy"], rows) + "\n"
+    names = [name for name in _names(record) if name in summary]
+    peers = [name for name in names if name != "meshgate"]
+    rows = _figures(record, names, peers) if "meshgate" in names else []
+    header = ["figure", *(LABELS[n] for n in names), *(f"meshgate / {LABELS[n]}" for n in peers)]
+    out = head + markdown_table(header, rows) + "\n"
     out += (
         "\nRequests/s and latency: wrk's (latency from each request's send to its response, per "
         "connection; wrk is closed-loop, so a slower proxy also gets fewer requests). CPU per "
         "request: the proxy process's utime+stime (/proc/<pid>/stat) from just before wrk starts to "
-        "0.6 s after it exits (its connections closed, meshgate's log flushed), over the requests "
+        "0.6 s after it exits (its connections closed, the proxies' logs flushed), over the requests "
         "wrk completed. The proxy's CPU use near 100 % means the proxy's core was the bottleneck; "
         "well below, the load's core (wrk and nginx) was, and requests/s compares less than CPU per "
         "request does. "
@@ -210,12 +71,133 @@ def render(record: dict[str, Any]) -> str:
     elif problems is not None:
         out += (
             "\nNo problem seen: every measured request answered 2xx, no socket error, no "
-            "upstream error, refusal or retry counted by meshgate.\n"
+            "upstream error, refusal or retry counted by meshgate, nothing in the nginx proxy's "
+            "error log.\n"
         )
     out += _rounds(record)
     out += _counted(record)
     out += _profile(record)
     return out
+
+
+def _names(record: dict[str, Any]) -> list[str]:
+    """The proxies the record measured, in the rounds' order (a record from before the nginx
+    proxy has two)."""
+    summary = record.get("summary") or {}
+    ran = {r["proxy"] for r in record.get("rounds", [])}
+    return [name for name in PROXIES if name in summary or name in ran]
+
+
+def _nginx_proxy_note(record: dict[str, Any]) -> str:
+    if "nginx_proxy" not in _names(record):
+        return ""
+    return (
+        f"nginx proxy: nginx {record['setup']['nginx']}, one process (`master_process off`), "
+        "`proxy_pass` over HTTP/1.1 to an `upstream` with `keepalive` "
+        f"{record['params']['connections']}, the same headers added and dropped, a JSON access log "
+        "line per request to a file (`buffer=64k flush=250ms`). "
+    )
+
+
+def _figures(record: dict[str, Any], names: list[str], peers: list[str]) -> list[list[str]]:
+    """The main table's rows: one column per proxy in ``names``, then meshgate over each peer."""
+    summary, setup = record["summary"], record["setup"]
+    s = {name: summary[name] for name in names}
+    ratios = [summary.get(f"meshgate_over_{peer}", {}) for peer in peers]
+    blank = [""] * len(peers)
+
+    def line(label: str, cell: Callable[[dict[str, Any]], str], ratio: str | None = None) -> list[str]:
+        shown = [_num(r.get(ratio), ".2f") for r in ratios] if ratio else blank
+        return [label, *(cell(s[name]) for name in names), *shown]
+
+    def rps(x: dict[str, Any]) -> str:
+        return (
+            f"{_num(x['median_rps'], ',.0f')} ({_num(x['min_rps'], ',.0f')} to {_num(x['max_rps'], ',.0f')})"
+        )
+
+    def cpu(x: dict[str, Any]) -> str:
+        return (
+            f"{_num(x['median_cpu_us_per_request'], '.1f', ' µs')} "
+            f"({_num(x['min_cpu_us_per_request'], '.1f')} to {_num(x['max_cpu_us_per_request'], '.1f')})"
+        )
+
+    def errors(x: dict[str, Any]) -> str:
+        e = x["socket_errors_total"]
+        return " / ".join(str(e.get(k, 0)) for k in ("connect", "read", "write", "timeout"))
+
+    def logged(x: dict[str, Any]) -> str:
+        by_class = ", ".join(f"{k} {v:,}" for k, v in sorted(x["logged_by_class_total"].items()))
+        return f"{by_class or 'none'}; cut by wrk's stop: {x['logged_cut_by_client_total']}"
+
+    rounds_ok = " / ".join(str(s[name]["rounds_ok"]) for name in names)
+    rows = [
+        line(f"requests/s, median of rounds (min to max); rounds ok: {rounds_ok}", rps, "rps"),
+        line("latency p50 (wrk), median of rounds", lambda x: _ms(x["median_p50_s"]), "p50"),
+        line("latency p99 (wrk), median of rounds", lambda x: _ms(x["median_p99_s"]), "p99"),
+        line("CPU per request, proxy utime+stime / requests, median (min to max)", cpu, "cpu_us_per_request"),
+        line(
+            "proxy's CPU use during a round (CPU s / wall s), median",
+            lambda x: _num(x["median_proxy_busy"] * 100, ".0f", " %"),
+        ),
+        line(
+            "the workload nginx's CPU per request, median",
+            lambda x: _num(x["median_nginx_cpu_us_per_request"], ".1f", " µs"),
+        ),
+        line("requests completed (wrk), all rounds", lambda x: f"{x['requests_total']:,}"),
+        line(
+            "responses with status ≥ 400 (wrk's non-2xx/3xx), all rounds",
+            lambda x: str(x["non_2xx_3xx_total"]),
+        ),
+        line("socket errors (wrk): connect / read / write / timeout, all rounds", errors),
+        line("requests the proxy logged, by status class, all rounds", logged),
+    ]
+    rss = record.get("rss", {})
+    if rss:
+
+        def rss_of(name: str, key: str) -> str:
+            return mib(rss.get(name, {}).get(key, math.nan))
+
+        rows.append(["RSS idle (before any connection)", *(rss_of(n, "idle_bytes") for n in names), *blank])
+        if "after_rounds_bytes" in rss.get("meshgate", {}):
+            rows.append(
+                [
+                    "RSS after the rounds / peak",
+                    *(f"{rss_of(n, 'after_rounds_bytes')} / {rss_of(n, 'peak_bytes')}" for n in names),
+                    *blank,
+                ]
+            )
+    threads = setup.get("threads_after_rounds")
+    if threads:
+        how = {"meshgate": " (event loop + libuv's worker pool)", "haproxy": " (nbthread 1)"}
+        rows.append(["threads", *(f"{threads.get(n, 'n/a')}{how.get(n, '')}" for n in names), *blank])
+    pinned = setup.get("pinned_cpus", {})
+    if pinned.get("proxies"):
+
+        def core(x: dict[str, Any]) -> str:
+            c = x["median_proxy_cpus"]
+            keys = ("idle_s", "interrupts_s", "other_processes_s", "steal_s")
+            return " / ".join(_num(c[k], ".2f") for k in keys) + " s"
+
+        rows.append(
+            line(
+                f"the proxies' CPU {','.join(map(str, pinned['proxies']))} during a round: idle / "
+                "interrupts / other processes / stolen, median",
+                core,
+            )
+        )
+        rows.append(
+            line(
+                f"the load's CPU {','.join(map(str, pinned['load']))} (wrk, nginx) idle during a round, median",
+                lambda x: _num(x["median_load_cpus_idle_s"], ".2f", " s"),
+            )
+        )
+    rows.append(
+        line(
+            "CPU used by the rest of the machine during a round, median",
+            lambda x: _num(x["median_rest_of_machine_s"], ".1f", " s"),
+        )
+    )
+    return rows
 
 
 def _irq_note(irq_time_accounting: bool | None) -> str:
@@ -224,7 +206,7 @@ def _irq_note(irq_time_accounting: bool | None) -> str:
             "This kernel accounts CPU time by ticks (no CONFIG_IRQ_TIME_ACCOUNTING): the loopback "
             "receive work a send runs in softirq is charged to whichever process was running, "
             "mostly the sender, so part of nginx's and wrk's kernel work lands on the proxy and "
-            "the other way round, the same for both proxies."
+            "the other way round, the same for every proxy."
         )
     if irq_time_accounting:
         return (
@@ -316,6 +298,16 @@ def _counted(record: dict[str, Any]) -> str:
                 "reused connection",
                 f"connection errors {server.get('econ', 0)}, response errors {server.get('eresp', 0)}, "
                 f"retries {server.get('wretr', 0)}, 5xx {server.get('hrsp_5xx', 0)}",
+            ]
+        )
+    if "nginx_proxy_error_log" in record:
+        errors = record["nginx_proxy_error_log"]
+        rows.append(
+            [
+                "nginx proxy",
+                "per request only (its access log, counted per round above)",
+                f"error log (warn and above): {len(errors)} lines"
+                + (f", the last: {errors[-1]}" if errors else ""),
             ]
         )
     if not rows:

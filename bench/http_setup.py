@@ -1,10 +1,10 @@
 """What the ``http`` benchmark builds before it measures, and how it reads what it ran: the
-workload's configuration (nginx), the two proxies' (a ``bench.http_node`` spec, an HAProxy
-configuration file), wrk's output, and the two proxies' logs.
+workload's configuration (nginx), the three proxies' (a ``bench.http_node`` spec, an HAProxy
+configuration file, an nginx one), wrk's output, and the three proxies' logs.
 
-Both proxies do the same hop, plain HTTP/1.1 with keep-alive on both sides::
+The proxies do the same hop, plain HTTP/1.1 with keep-alive on both sides::
 
-    wrk -> proxy (meshgate or HAProxy) -> nginx (return 200, a ~100-byte body)
+    wrk -> proxy (meshgate, HAProxy or nginx) -> nginx (return 200, a ~100-byte body)
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ class Ports:
     nginx: int
     meshgate: int
     haproxy: int
+    nginx_proxy: int
 
 
 # --- the workload: nginx ---------------------------------------------------------------------------
@@ -44,7 +45,7 @@ class Ports:
 def nginx_config(directory: Path, port: int) -> Path:
     """nginx as one foreground process (no master, one worker loop), every path in ``directory``,
     no access log, keep-alive without a request limit (1.22's default closes a connection after
-    1,000 requests, which would make both proxies reconnect all the time)."""
+    1,000 requests, which would make the proxies reconnect all the time)."""
     d = directory
     text = f"""\
 daemon off;
@@ -187,6 +188,103 @@ def haproxy_server_stats(directory: Path) -> dict[str, int] | None:
     return None
 
 
+# --- the hop: nginx as a reverse proxy ------------------------------------------------------------
+
+#: the nginx proxy's access log: one JSON object per request, fields named as meshgate's where
+#: nginx has them (``escape=json`` escapes the variables; numbers are left bare)
+NGINX_LOG_FORMAT: Final = (
+    '{"ts":$msec,"id":"$request_id","client":"$remote_addr","method":"$request_method",'
+    '"path":"$request_uri","status":$status,"duration_s":$request_time,"bytes_in":$request_length,'
+    '"bytes_out":$bytes_sent,"upstream":"$upstream_addr","upstream_status":"$upstream_status",'
+    '"upstream_s":"$upstream_response_time"}'
+)
+#: the access log's buffer: written when 64 KiB are pending or 250 ms after the first pending
+#: line, as meshgate's is on its 0.25 s tick (the bench counts the log 0.6 s after wrk exits)
+NGINX_LOG_BUFFER: Final = "buffer=64k flush=250ms"
+
+
+def nginx_proxy_config(directory: Path, ports: Ports, connections: int) -> Path:
+    """nginx 1.22 as a reverse proxy doing meshgate's hop: one foreground process (no master, one
+    worker loop), every path in ``directory`` (``nginx-proxy*``, apart from the workload's);
+    ``proxy_pass`` over HTTP/1.1 to an ``upstream`` block with a keep-alive pool of
+    ``connections`` (as many as wrk keeps busy) and no request limit on either side;
+    ``X-Forwarded-For``, ``X-Forwarded-Proto``, ``Forwarded`` (added to a client's, as HAProxy's
+    ``add-header``) and ``X-Request-ID`` (``$request_id``) set, ``X-Meshgate-Client-Identity``
+    dropped, the client's ``Host`` passed on; one JSON access log line per request to
+    ``nginx-proxy-access.log``, buffered. Timeouts as meshgate's ``HttpOptions`` defaults and
+    HAProxy's configuration: connect 5 s, request head 10 s, keep-alive idle 60 s, upstream read
+    15 s, send 60 s."""
+    d = directory
+    text = f"""\
+daemon off;
+master_process off;
+worker_processes 1;
+worker_rlimit_nofile {2 * connections + 1000};
+pid {d}/nginx-proxy.pid;
+error_log {d}/nginx-proxy-error.log warn;
+
+events {{
+    worker_connections {2 * connections + 500};
+}}
+
+http {{
+    client_body_temp_path {d}/nginx-proxy-client-body;
+    proxy_temp_path {d}/nginx-proxy-proxy;
+    fastcgi_temp_path {d}/nginx-proxy-fastcgi;
+    uwsgi_temp_path {d}/nginx-proxy-uwsgi;
+    scgi_temp_path {d}/nginx-proxy-scgi;
+    log_format bench escape=json '{NGINX_LOG_FORMAT}';
+    access_log {d}/nginx-proxy-access.log bench {NGINX_LOG_BUFFER};
+    keepalive_timeout 60s;
+    keepalive_requests 10000000;
+    client_header_timeout 10s;
+    send_timeout 60s;
+    proxy_connect_timeout 5s;
+    proxy_read_timeout 15s;
+
+    map $http_forwarded $bench_forwarded {{
+        "" "for=$remote_addr;proto=http";
+        default "$http_forwarded, for=$remote_addr;proto=http";
+    }}
+
+    upstream web {{
+        server {LOCALHOST}:{ports.nginx};
+        keepalive {connections};
+        keepalive_requests 10000000;
+        keepalive_timeout 60s;
+    }}
+
+    server {{
+        listen {LOCALHOST}:{ports.nginx_proxy} backlog=4096;
+        location / {{
+            proxy_pass http://web;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto http;
+            proxy_set_header Forwarded $bench_forwarded;
+            proxy_set_header X-Request-ID $request_id;
+            proxy_set_header X-Meshgate-Client-Identity "";
+        }}
+    }}
+}}
+"""
+    path = directory / "nginx-proxy.conf"
+    path.write_text(text)
+    return path
+
+
+def nginx_proxy_argv(config: Path, directory: Path) -> list[str]:
+    # -e: the error log before the configuration is read (else /var/log/nginx/error.log)
+    return [NGINX, "-e", str(directory / "nginx-proxy-error.log"), "-c", str(config)]
+
+
+def nginx_proxy_errors(directory: Path) -> list[str]:
+    """What the nginx proxy logged at ``warn`` or above (its error log), the newest last."""
+    return [line.rstrip("\n") for line in _lines(directory / "nginx-proxy-error.log") if line.strip()]
+
+
 # --- versions ------------------------------------------------------------------------------------
 
 
@@ -272,7 +370,7 @@ def parse_wrk(text: str) -> dict[str, Any]:
 class LogCounts:
     """What one proxy logged: requests by status class, and those the client cut (wrk stops with
     requests in flight: meshgate logs them with no status and an error, HAProxy with a
-    termination state starting with ``C``)."""
+    termination state starting with ``C``, nginx with status 499)."""
 
     lines: int = 0
     by_class: dict[str, int] | None = None
@@ -346,6 +444,31 @@ def count_haproxy_log(path: Path) -> LogCounts:
             counts.other_errors[f"termination state {state}"] = (
                 counts.other_errors.get(f"termination state {state}", 0) + 1
             )
+    return counts
+
+
+def count_nginx_log(path: Path) -> LogCounts:
+    """The nginx proxy's JSON access log (``NGINX_LOG_FORMAT``): one object per request; 499 is
+    nginx's status for a client that closed first. A request nginx sent upstream more than once
+    (``upstream_status`` lists each try) counts as an error, as meshgate's retries do."""
+    counts = LogCounts(by_class={}, other_errors={})
+    assert counts.by_class is not None and counts.other_errors is not None
+    for line in _lines(path):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        counts.lines += 1
+        status = int(entry.get("status") or 0)
+        if status == 499:
+            counts.cut_by_client += 1
+            continue
+        label = _status_class(status)
+        counts.by_class[label] = counts.by_class.get(label, 0) + 1
+        tries = str(entry.get("upstream_status") or "").count(",") + 1
+        if tries > 1:
+            key = f"sent upstream {tries} times"
+            counts.other_errors[key] = counts.other_errors.get(key, 0) + 1
     return counts
 
 

@@ -1,7 +1,8 @@
-"""The ``http`` benchmark: how it reads wrk's output, and one smoke run (``python -m bench http
---quick``: nginx, the meshgate node and HAProxy started by the bench, one 3 s wrk round each).
+"""The ``http`` benchmark: how it reads wrk's output and the nginx proxy's access log, and one
+smoke run (``python -m bench http --quick``: nginx, the meshgate node, HAProxy and the nginx proxy
+started by the bench, one 3 s wrk round each).
 
-The smoke run checks that the scenario works end to end and that both proxies answered every
+The smoke run checks that the scenario works end to end and that the three proxies answered every
 request with a 2xx and no socket error; it judges no figure (the machine is shared)."""
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.http_setup import missing_binaries, parse_wrk
+from bench.http_setup import count_nginx_log, missing_binaries, parse_wrk
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -64,6 +65,27 @@ def test_parse_wrk_without_errors_or_latency_refuses_missing_percentiles() -> No
         parse_wrk(clean.replace("Latency Distribution", "no distribution"))
 
 
+def test_count_nginx_log_sorts_answers_cuts_and_retries(tmp_path: Path) -> None:
+    log = tmp_path / "nginx-proxy-access.log"
+    line = (
+        '{{"ts":1.0,"id":"ab","client":"127.0.0.1","method":"GET","path":"/","status":{status},'
+        '"duration_s":0.001,"bytes_in":40,"bytes_out":{out},"upstream":"{up}","upstream_status":"{ups}",'
+        '"upstream_s":"0.001"}}\n'
+    )
+    log.write_text(
+        line.format(status=200, out=250, up="127.0.0.1:1", ups="200") * 3
+        + line.format(status=499, out=0, up="127.0.0.1:1", ups="")
+        + line.format(status=200, out=250, up="127.0.0.1:1, 127.0.0.1:1", ups="502, 200")
+        + line.format(status=502, out=150, up="127.0.0.1:1", ups="502")
+        + '{"ts":1.0,"id":"cd","status":20'  # a line cut short: not counted
+    )
+    counts = count_nginx_log(log)
+    assert counts.lines == 6
+    assert counts.by_class == {"2xx": 4, "5xx": 1}
+    assert counts.cut_by_client == 1
+    assert counts.other_errors == {"sent upstream 2 times": 1}
+
+
 @pytest.mark.slow
 def test_quick_run(tmp_path: Path) -> None:
     missing = missing_binaries()
@@ -81,13 +103,17 @@ def test_quick_run(tmp_path: Path) -> None:
     assert json_path.with_suffix(".md").exists()
     record = json.loads(json_path.read_text())
     assert record["problems"] == []
-    for name in ("meshgate", "haproxy"):
+    assert [r["proxy"] for r in record["rounds"]] == ["meshgate", "haproxy", "nginx_proxy"]
+    for name in ("meshgate", "haproxy", "nginx_proxy"):
         summary = record["summary"][name]
         assert summary["rounds_ok"] == 1
         assert summary["requests_total"] > 0
         assert summary["non_2xx_3xx_total"] == 0
         assert sum(summary["socket_errors_total"].values()) == 0
         assert summary["logged_by_class_total"].get("2xx", 0) >= summary["requests_total"]
+    for peer in ("haproxy", "nginx_proxy"):
+        assert record["summary"][f"meshgate_over_{peer}"]["rps"] > 0
+    assert record["nginx_proxy_error_log"] == []
     stats = record["meshgate_stats"]["http"]["inbound/web"]
     assert stats["upstream_errors"] == {}
     assert stats["refused"] == {}
