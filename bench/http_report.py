@@ -134,6 +134,7 @@ def _figures(record: dict[str, Any], names: list[str], peers: list[str]) -> list
         line(f"requests/s, median of rounds (min to max); rounds ok: {rounds_ok}", rps, "rps"),
         line("latency p50 (wrk), median of rounds", lambda x: _ms(x["median_p50_s"]), "p50"),
         line("latency p99 (wrk), median of rounds", lambda x: _ms(x["median_p99_s"]), "p99"),
+        line("latency p99.9 (wrk), median of rounds", lambda x: _ms(x.get("median_p999_s")), "p999"),
         line("CPU per request, proxy utime+stime / requests, median (min to max)", cpu, "cpu_us_per_request"),
         line(
             "proxy's CPU use during a round (CPU s / wall s), median",

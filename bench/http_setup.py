@@ -321,9 +321,66 @@ def seconds_of(value: str, unit: str) -> float:
     return float(value) * _TIME_UNITS[unit]
 
 
+#: wrk's ``done`` callback: figures wrk's own report rounds or leaves out (p99.9), one per line
+WRK_SCRIPT: Final = """\
+-- meshgate bench: print exact figures at the end (wrk's report has no p99.9)
+done = function(summary, latency, requests)
+  local out = function(key, value) io.write(string.format("meshgate-bench %s %s\\n", key, value)) end
+  out("requests", summary.requests)
+  out("duration_us", summary.duration)
+  out("bytes", summary.bytes)
+  for _, kind in ipairs({"connect", "read", "write", "status", "timeout"}) do
+    out("errors_" .. kind, summary.errors[kind])
+  end
+  for _, q in ipairs({50, 90, 99, 99.9}) do
+    out(string.format("p%g_us", q), latency:percentile(q))
+  end
+  out("max_us", latency.max)
+  out("mean_us", string.format("%.1f", latency.mean))
+end
+"""
+
+
+def wrk_script(directory: Path) -> Path:
+    path = directory / "report.lua"
+    path.write_text(WRK_SCRIPT)
+    return path
+
+
+def parse_wrk_script(text: str) -> dict[str, Any]:
+    """The ``meshgate-bench KEY VALUE`` lines of ``WRK_SCRIPT``: requests, duration, requests/s,
+    latency percentiles (seconds, from wrk's histogram at 1 us resolution), errors. Raises
+    ``ValueError`` when a figure is missing."""
+    values: dict[str, float] = {}
+    for match in re.finditer(r"^meshgate-bench (\S+) (\S+)$", text, re.M):
+        values[match.group(1)] = float(match.group(2))
+    wanted = ("requests", "duration_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us")
+    missing = [key for key in wanted if key not in values]
+    if missing:
+        raise ValueError(f"wrk's script printed no {', '.join(missing)}")
+    requests = int(values["requests"])
+    duration = values["duration_us"] / 1e6
+    errors = {k: int(values.get(f"errors_{k}", 0)) for k in ("connect", "read", "write", "timeout")}
+    return {
+        "requests": requests,
+        "duration_s": duration,
+        "rps": requests / duration if duration else float("nan"),
+        "bytes_read": int(values.get("bytes", 0)),
+        "p50_s": values["p50_us"] / 1e6,
+        "p90_s": values["p90_us"] / 1e6,
+        "p99_s": values["p99_us"] / 1e6,
+        "p999_s": values["p99.9_us"] / 1e6,
+        "latency_max_s": values["max_us"] / 1e6,
+        "latency_mean_s": values.get("mean_us", float("nan")) / 1e6,
+        "socket_errors": errors,
+        "socket_errors_total": sum(errors.values()),
+        "non_2xx_3xx": int(values.get("errors_status", 0)),
+    }
+
+
 def parse_wrk(text: str) -> dict[str, Any]:
     """The figures of one ``wrk --latency`` run: requests, duration, requests/s, the latency
-    percentiles (seconds), errors. Raises ``ValueError`` when a figure that every run prints is
+    percentiles (seconds; p99.9 too when wrk ran ``WRK_SCRIPT``), errors. Raises ``ValueError`` when a figure that every run prints is
     missing."""
     out: dict[str, Any] = {}
     done = re.search(r"^\s*(\d+) requests in " + _TIME + r", ([0-9.]+)([KMGT]?B) read", text, re.M)
@@ -350,6 +407,9 @@ def parse_wrk(text: str) -> dict[str, Any]:
         if q not in percentiles:
             raise ValueError(f"no {q}% latency in wrk's output (was --latency given?)")
         out[f"p{q}_s"] = percentiles[q]
+    exact = re.search(r"^meshgate-bench p99\.9_us (\S+)$", text, re.M)  # WRK_SCRIPT's, with -s
+    if exact is not None:
+        out["p999_s"] = float(exact.group(1)) / 1e6
     errors = {"connect": 0, "read": 0, "write": 0, "timeout": 0}
     socket_errors = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text

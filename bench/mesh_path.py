@@ -39,7 +39,7 @@ from bench.harness import (
     utc_stamp,
     write_results,
 )
-from bench.http_setup import WRK, missing_binaries, truncate, versions
+from bench.http_setup import WRK, missing_binaries, parse_wrk_script, truncate, versions, wrk_script
 from bench.l4_chain import CpuTimes, irq_time_accounting
 from bench.l4_setup import Proc
 from bench.mesh_report import render
@@ -49,8 +49,6 @@ from bench.mesh_setup import (
     http_counts,
     listener_accepted,
     make_tls,
-    parse_wrk_script,
-    wrk_script,
 )
 from bench.mesh_start import MESH_HOPS, Bed, Pinning, start
 from meshgate.demo.resources import HOSTNAME

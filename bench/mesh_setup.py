@@ -30,24 +30,6 @@ from meshgate.demo.resources import HOSTNAME, PublicTls, edge_name, public_tls
 ZONE: Final = "eu-west"  # the one zone of the mesh path: the edge's own
 EDGE_NAME: Final = edge_name(ZONE)
 HAPROXY_HOPS: Final = ("edge", "ingress", "local")
-#: wrk's ``done`` callback: figures wrk's own report rounds or leaves out (p99.9), one per line
-WRK_SCRIPT: Final = """\
--- meshgate bench: print exact figures at the end (wrk's report has no p99.9)
-done = function(summary, latency, requests)
-  local out = function(key, value) io.write(string.format("meshgate-bench %s %s\\n", key, value)) end
-  out("requests", summary.requests)
-  out("duration_us", summary.duration)
-  out("bytes", summary.bytes)
-  for _, kind in ipairs({"connect", "read", "write", "status", "timeout"}) do
-    out("errors_" .. kind, summary.errors[kind])
-  end
-  for _, q in ipairs({50, 90, 99, 99.9}) do
-    out(string.format("p%g_us", q), latency:percentile(q))
-  end
-  out("max_us", latency.max)
-  out("mean_us", string.format("%.1f", latency.mean))
-end
-"""
 
 
 @dataclass(frozen=True)
@@ -262,46 +244,6 @@ def count_haproxy_log(log: Path) -> dict[str, Any]:
             else:
                 errors[match.group(1)] += 1
     return {"cut_by_client": cut, "errors": dict(errors)}
-
-
-# --- wrk -----------------------------------------------------------------------------------------
-
-
-def wrk_script(directory: Path) -> Path:
-    path = directory / "report.lua"
-    path.write_text(WRK_SCRIPT)
-    return path
-
-
-def parse_wrk_script(text: str) -> dict[str, Any]:
-    """The ``meshgate-bench KEY VALUE`` lines of ``WRK_SCRIPT``: requests, duration, requests/s,
-    latency percentiles (seconds, from wrk's histogram at 1 us resolution), errors. Raises
-    ``ValueError`` when a figure is missing."""
-    values: dict[str, float] = {}
-    for match in re.finditer(r"^meshgate-bench (\S+) (\S+)$", text, re.M):
-        values[match.group(1)] = float(match.group(2))
-    wanted = ("requests", "duration_us", "p50_us", "p90_us", "p99_us", "p99.9_us", "max_us")
-    missing = [key for key in wanted if key not in values]
-    if missing:
-        raise ValueError(f"wrk's script printed no {', '.join(missing)}")
-    requests = int(values["requests"])
-    duration = values["duration_us"] / 1e6
-    errors = {k: int(values.get(f"errors_{k}", 0)) for k in ("connect", "read", "write", "timeout")}
-    return {
-        "requests": requests,
-        "duration_s": duration,
-        "rps": requests / duration if duration else float("nan"),
-        "bytes_read": int(values.get("bytes", 0)),
-        "p50_s": values["p50_us"] / 1e6,
-        "p90_s": values["p90_us"] / 1e6,
-        "p99_s": values["p99_us"] / 1e6,
-        "p999_s": values["p99.9_us"] / 1e6,
-        "latency_max_s": values["max_us"] / 1e6,
-        "latency_mean_s": values.get("mean_us", float("nan")) / 1e6,
-        "socket_errors": errors,
-        "socket_errors_total": sum(errors.values()),
-        "non_2xx_3xx": int(values.get("errors_status", 0)),
-    }
 
 
 # --- the meshgate processes' counters (Prometheus text from their admin /metrics) -------------------

@@ -52,6 +52,13 @@ def test_parse_wrk_reads_every_unit() -> None:
     assert figures["socket_errors_total"] == 6
     assert figures["non_2xx_3xx"] == 4
     assert figures["bytes_read"] == round(8.12 * (1 << 20))
+    assert "p999_s" not in figures  # wrk's own report has no p99.9
+
+
+def test_parse_wrk_takes_p999_from_the_scripts_lines() -> None:
+    figures = parse_wrk(WRK_OUTPUT + "meshgate-bench p99_us 1010000\nmeshgate-bench p99.9_us 1150000\n")
+    assert figures["p999_s"] == pytest.approx(1.15)
+    assert figures["p99_s"] == pytest.approx(1.01)
 
 
 def test_parse_wrk_without_errors_or_latency_refuses_missing_percentiles() -> None:
@@ -107,6 +114,7 @@ def test_quick_run(tmp_path: Path) -> None:
     for name in ("meshgate", "haproxy", "nginx_proxy"):
         summary = record["summary"][name]
         assert summary["rounds_ok"] == 1
+        assert summary["median_p999_s"] >= summary["median_p99_s"] > 0
         assert summary["requests_total"] > 0
         assert summary["non_2xx_3xx_total"] == 0
         assert sum(summary["socket_errors_total"].values()) == 0

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.http_setup import missing_binaries
-from bench.mesh_setup import count_haproxy_log, http_counts, parse_metrics, parse_wrk_script
+from bench.http_setup import missing_binaries, parse_wrk_script
+from bench.mesh_setup import count_haproxy_log, http_counts, parse_metrics
 
 REPO = Path(__file__).resolve().parents[2]
 
