@@ -328,6 +328,7 @@ class Listener:
             self._forget(connection)
             return
         connection.transport = transport
+        connection.task = None  # the handshake is over: an idle connection keeps no Task
         peer: VerifiedPeer | None = None
         if isinstance(tls, TlsIdentity):
             try:
