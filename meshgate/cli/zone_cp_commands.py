@@ -66,6 +66,7 @@ def run(
     check_token(token_file, ca_fingerprint)
     import uvloop
 
+    from meshgate.mmap_threshold import fix_mmap_threshold
     from meshgate.telemetry import logs
     from zone_cp.config import DEFAULT_LISTEN, DEFAULT_PROXY_LISTEN, ZoneCPConfig
     from zone_cp.server import run as serve
@@ -81,6 +82,7 @@ def run(
         proxy_listen=proxy_listen or DEFAULT_PROXY_LISTEN,
         proxy_address_file=proxy_address_file,
     )
+    fix_mmap_threshold()  # each proxy's TLS read buffer (256 KiB) costs one page, not 256 KiB
     try:
         code = uvloop.run(serve(config))
     except Exception as exc:
