@@ -43,6 +43,7 @@ from typing import Any, Final, cast
 
 from meshgate.pki.verify import VerificationError, VerifiedPeer
 from meshgate.proxy.identity import TlsIdentity
+from meshgate.proxy.read_buffer import release_read_buffer
 from meshgate.proxy.relay import LostCallback, Pending, hand_over, run_lost_callbacks
 from meshgate.proxy.stats import ListenerStats
 
@@ -329,6 +330,7 @@ class Listener:
             return
         connection.transport = transport
         connection.task = None  # the handshake is over: an idle connection keeps no Task
+        release_read_buffer(raw.get_protocol())  # the loop's TLS protocol: see read_buffer
         peer: VerifiedPeer | None = None
         if isinstance(tls, TlsIdentity):
             try:
