@@ -238,7 +238,7 @@ def drain_under_load(lab: Lab, pinned: bool) -> dict[str, Any]:
         asked = time.monotonic()  # (the CLI's own start-up counts: it is part of what an operator waits)
         drained = lab.cli("edge", "drain", "edge-one", "--reason", "test")
         assert drained.returncode == 0, drained.stderr
-        wait_until(lambda: any(GSHUT in c for c in lab.communities()), 10, what="65535:0 at the router")
+        wait_until(lambda: any(GSHUT in c for c in lab.communities()), 20, what="65535:0 at the router")
         signalled = time.monotonic()
         wait_until(
             lambda: lab.nexthops() == {lab.edge_address["edge-two"]}, 10, what="route moved to edge-two"
