@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from meshgate.clock import Clock
+from meshgate.heap_trim import trim_heap
 from meshgate.lifecycle import OwnedTask
 from meshgate.store.mirror import Change, StoreMirror
 from meshgate.sync.runner import Channel, Closed, run_source
@@ -125,6 +126,11 @@ class ProxyHub:
     clock: Clock
     metrics: ZoneMetrics
     debounce: float = 0.02
+    #: An acknowledged update of this many documents was a snapshot: what it took to send is
+    #: garbage now, whose pages ``release_memory`` hands back (``heap_trim``) rather than keep
+    #: them among the connections' memory.
+    trim_after_changes: int = 1000
+    release_memory: Callable[[], object] = trim_heap
     _groups: dict[tuple[str, str | None], _Group] = field(default_factory=dict)
     _dirty: asyncio.Event = field(default_factory=asyncio.Event)
     _task: OwnedTask = field(default_factory=lambda: OwnedTask("proxy-config"))
@@ -188,8 +194,10 @@ class ProxyHub:
         self.metrics.proxies.set(self.connected)
         on_change()
 
-        def delivered(_d: Delivered) -> None:
+        def delivered(d: Delivered) -> None:
             self.metrics.updates.labels("zone-to-proxy", "acked").inc()
+            if d.changes >= self.trim_after_changes:
+                self.release_memory()
 
         def nacked(nack: object) -> None:
             self.metrics.updates.labels("zone-to-proxy", "nacked").inc()
