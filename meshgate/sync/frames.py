@@ -15,11 +15,13 @@ from meshgate.sync.messages import MAX_MESSAGE_BYTES, ProtocolError
 from meshgate.sync.runner import Closed
 
 _HEADER = struct.Struct(">I")
-#: A large message goes to the transport in pieces of this size (one TLS record). Over TLS, a
-#: single write leaves a buffer as large as itself with the connection for as long as it lives
-#: (the TLS layer's memory BIO keeps its capacity): a 1 MB snapshot part cost every connected
-#: proxy about 1.2 MB of a zone CP's memory, 16 KiB pieces about 15 KB.
-WRITE_CHUNK = 16 * 1024
+#: A large message goes to the transport in pieces of this size (under one TLS record). Over
+#: TLS, a single write leaves a buffer as large as itself with the connection for as long as it
+#: lives (the TLS layer's memory BIO keeps its capacity): a 1 MB snapshot part cost every
+#: connected proxy about 1.2 MB of a zone CP's memory. Measured per connection after a 2.4 MB
+#: snapshot (uvloop, TLS 1.3): 16 KiB pieces 48 KiB, 8 KiB 38 KiB, 4 KiB 31 KiB; sending it
+#: cost 5.1, 6.0 and 7.8 ms of CPU.
+WRITE_CHUNK = 4 * 1024
 
 
 class StreamChannel:
