@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -433,16 +433,23 @@ class LogCounts:
     termination state starting with ``C``, nginx with status 499)."""
 
     lines: int = 0
-    by_class: dict[str, int] | None = None
+    by_class: dict[str, int] = field(default_factory=dict)
     cut_by_client: int = 0
-    other_errors: dict[str, int] | None = None
+    other_errors: dict[str, int] = field(default_factory=dict)
+
+    def answered(self, status: int) -> None:
+        label = _status_class(status)
+        self.by_class[label] = self.by_class.get(label, 0) + 1
+
+    def error(self, text: str) -> None:
+        self.other_errors[text] = self.other_errors.get(text, 0) + 1
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "lines": self.lines,
-            "by_class": dict(sorted((self.by_class or {}).items())),
+            "by_class": dict(sorted(self.by_class.items())),
             "cut_by_client": self.cut_by_client,
-            "other_errors": dict(sorted((self.other_errors or {}).items())),
+            "other_errors": dict(sorted(self.other_errors.items())),
         }
 
 
@@ -460,8 +467,7 @@ def _lines(path: Path) -> Iterator[str]:
 
 def count_meshgate_log(path: Path) -> LogCounts:
     """meshgate's JSON access log: one object per request."""
-    counts = LogCounts(by_class={}, other_errors={})
-    assert counts.by_class is not None and counts.other_errors is not None
+    counts = LogCounts()
     for line in _lines(path):
         try:
             entry = json.loads(line)
@@ -473,10 +479,9 @@ def count_meshgate_log(path: Path) -> LogCounts:
         if status == 0 and error in ("client went away", "client closed before sending the whole request"):
             counts.cut_by_client += 1
             continue
-        label = _status_class(status)
-        counts.by_class[label] = counts.by_class.get(label, 0) + 1
+        counts.answered(status)
         if error:
-            counts.other_errors[error] = counts.other_errors.get(error, 0) + 1
+            counts.error(error)
     return counts
 
 
@@ -487,8 +492,7 @@ _HTTPLOG: Final = re.compile(r"^\S+ \[[^\]]+\] \S+ \S+ \S+ (-?\d+) \S+ \S+ \S+ (
 
 def count_haproxy_log(path: Path) -> LogCounts:
     """HAProxy's httplog lines (the process's own notices are skipped)."""
-    counts = LogCounts(by_class={}, other_errors={})
-    assert counts.by_class is not None and counts.other_errors is not None
+    counts = LogCounts()
     for line in _lines(path):
         match = _HTTPLOG.match(line)
         if match is None:
@@ -498,12 +502,9 @@ def count_haproxy_log(path: Path) -> LogCounts:
         if state[0] == "C":
             counts.cut_by_client += 1
             continue
-        label = _status_class(status)
-        counts.by_class[label] = counts.by_class.get(label, 0) + 1
+        counts.answered(status)
         if state[:2] != "--":
-            counts.other_errors[f"termination state {state}"] = (
-                counts.other_errors.get(f"termination state {state}", 0) + 1
-            )
+            counts.error(f"termination state {state}")
     return counts
 
 
@@ -511,8 +512,7 @@ def count_nginx_log(path: Path) -> LogCounts:
     """The nginx proxy's JSON access log (``NGINX_LOG_FORMAT``): one object per request; 499 is
     nginx's status for a client that closed first. A request nginx sent upstream more than once
     (``upstream_status`` lists each try) counts as an error, as meshgate's retries do."""
-    counts = LogCounts(by_class={}, other_errors={})
-    assert counts.by_class is not None and counts.other_errors is not None
+    counts = LogCounts()
     for line in _lines(path):
         try:
             entry = json.loads(line)
@@ -523,12 +523,10 @@ def count_nginx_log(path: Path) -> LogCounts:
         if status == 499:
             counts.cut_by_client += 1
             continue
-        label = _status_class(status)
-        counts.by_class[label] = counts.by_class.get(label, 0) + 1
+        counts.answered(status)
         tries = str(entry.get("upstream_status") or "").count(",") + 1
         if tries > 1:
-            key = f"sent upstream {tries} times"
-            counts.other_errors[key] = counts.other_errors.get(key, 0) + 1
+            counts.error(f"sent upstream {tries} times")
     return counts
 
 
